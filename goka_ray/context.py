@@ -1,0 +1,156 @@
+"""Context: what a callback sees of the message it processes, and its only way to act.
+
+A Context lives for one callback call. Its effects (a table write, emits, loopbacks) are
+collected here and handed to the partition core only if the callback returns normally, so a
+failing message leaves no trace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from goka_ray.errors import CallbackFailed, ContextError
+from goka_ray.messages import Headers, InputMessage, OutgoingMessage, headers_dict, headers_list
+
+if TYPE_CHECKING:
+    from goka_ray.partition import PartitionCore
+
+__all__ = ["Context"]
+
+_UNSET = object()
+
+
+class Context:
+    """The handle a callback ``(ctx, msg)`` receives.
+
+    Attributes: ``key`` (str), ``topic``, ``partition``, ``offset``, ``timestamp`` (ms since the
+    epoch, as Kafka stores it), ``headers`` (dict of str -> bytes), ``group``.
+    """
+
+    __slots__ = ("_core", "_emits", "_headers", "_message", "_write", "group", "key")
+
+    def __init__(self, core: PartitionCore, message: InputMessage, key: str) -> None:
+        self._core = core
+        self._message = message
+        self.key = key
+        self.group = core.group
+        self._write: Any = _UNSET  # encoded new table value, None for a delete
+        self._emits: list[OutgoingMessage] | None = None
+        self._headers: dict[str, bytes] | None = None
+
+    # -- message metadata ---------------------------------------------------------------------
+
+    @property
+    def topic(self) -> str:
+        return self._message.topic
+
+    @property
+    def partition(self) -> int:
+        return self._message.partition
+
+    @property
+    def offset(self) -> int:
+        return self._message.offset
+
+    @property
+    def timestamp(self) -> int:
+        return self._message.timestamp
+
+    @property
+    def headers(self) -> dict[str, bytes]:
+        if self._headers is None:
+            self._headers = headers_dict(self._message.headers)
+        return self._headers
+
+    # -- the group table ----------------------------------------------------------------------
+
+    def value(self) -> Any:
+        """The group table's value for this message's key (None if absent).
+
+        Reflects this callback's own ``set_value``/``delete`` and every earlier message.
+        """
+        codec = self._core.table_codec("ctx.value()")
+        raw = self._core.read_own(self.key.encode()) if self._write is _UNSET else self._write
+        return None if raw is None else codec.decode(raw)
+
+    def set_value(self, value: Any) -> None:
+        """Store ``value`` for this message's key in the group table (and its changelog)."""
+        codec = self._core.table_codec("ctx.set_value()")
+        if value is None:
+            raise ContextError(
+                "ctx.set_value(None): a table value cannot be None; use ctx.delete() to remove "
+                "the key"
+            )
+        self._write = codec.encode(value)
+
+    def delete(self) -> None:
+        """Remove this message's key from the group table (a tombstone in the changelog)."""
+        self._core.table_codec("ctx.delete()")
+        self._write = None
+
+    # -- streams ------------------------------------------------------------------------------
+
+    def emit(
+        self,
+        topic: str,
+        key: str,
+        value: Any,
+        headers: Mapping[str, str | bytes] | None = None,
+    ) -> None:
+        """Produce ``value`` (None = tombstone) to the Output ``topic``, partitioned by ``key``."""
+        codec = self._core.output_codec(topic)
+        self._append(topic, key, value, codec, headers, "ctx.emit()")
+
+    def loopback(
+        self, key: str, value: Any, headers: Mapping[str, str | bytes] | None = None
+    ) -> None:
+        """Send ``value`` to the group's loop topic; the Loop callback gets it for ``key``."""
+        topic, codec = self._core.loop_edge()
+        self._append(topic, key, value, codec, headers, "ctx.loopback()")
+
+    def _append(
+        self,
+        topic: str,
+        key: str,
+        value: Any,
+        codec: Any,
+        headers: Mapping[str, str | bytes] | None,
+        call: str,
+    ) -> None:
+        if not isinstance(key, str):
+            raise ContextError(f"{call}: key must be str, not {type(key).__name__} {key!r:.40}")
+        data = None if value is None else codec.encode(value)
+        hdrs: Headers | None = headers_list(headers) if headers else None
+        if self._emits is None:
+            self._emits = []
+        self._emits.append(OutgoingMessage(topic, key.encode(), data, hdrs))
+
+    # -- other tables -------------------------------------------------------------------------
+
+    def join(self, table: str) -> Any:
+        """The value of this message's key in the joined (co-partitioned) ``table``."""
+        return self._core.read_join(table, self.key)
+
+    def lookup(self, table: str, key: str) -> Any:
+        """The value of ``key`` in the lookup ``table`` (any partition)."""
+        if not isinstance(key, str):
+            raise ContextError(f"ctx.lookup({table!r}, {key!r}): key must be str")
+        return self._core.read_lookup(table, key)
+
+    # -- failure ------------------------------------------------------------------------------
+
+    def fail(self, error: BaseException | str) -> NoReturn:
+        """Stop processing: the partition fails with ``error`` and this message's coordinates.
+
+        Nothing this callback did is applied, and the message's offset is not committed.
+        """
+        if isinstance(error, BaseException):
+            raise CallbackFailed(str(error) or type(error).__name__) from error
+        raise CallbackFailed(str(error))
+
+    def __repr__(self) -> str:
+        m = self._message
+        return (
+            f"Context(group={self.group!r}, {m.topic}[{m.partition}]@{m.offset}, key={self.key!r})"
+        )

@@ -1,0 +1,335 @@
+"""Group graphs: a processor group declared as data, validated once when defined.
+
+graph = define_group(
+    "clicks",
+    Input("user-clicks", codecs.String(), count_click),
+    Persist(codecs.Int()),
+)
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+from goka_ray.codecs import Codec, as_codec
+from goka_ray.errors import GraphError
+
+if TYPE_CHECKING:
+    from goka_ray.context import Context
+
+__all__ = [
+    "Callback",
+    "GroupGraph",
+    "Input",
+    "Join",
+    "Lookup",
+    "Loop",
+    "Output",
+    "Persist",
+    "dead_letter_topic",
+    "define_group",
+    "loop_stream",
+    "table",
+]
+
+Callback = Callable[["Context", Any], None]
+DecodeErrorPolicy = Literal["fail", "skip", "dead_letter"]
+NilPolicy = Literal["ignore", "process", "decode"]
+
+_DECODE_POLICIES = ("fail", "skip", "dead_letter")
+_NIL_POLICIES = ("ignore", "process", "decode")
+_TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
+
+
+def table(group: str) -> str:
+    """Name of a group's table (changelog) topic: ``<group>-table``."""
+    return f"{group}-table"
+
+
+def loop_stream(group: str) -> str:
+    """Name of a group's loopback topic: ``<group>-loop``."""
+    return f"{group}-loop"
+
+
+def dead_letter_topic(group: str) -> str:
+    """Name of a group's dead-letter topic: ``<group>-dlq``."""
+    return f"{group}-dlq"
+
+
+def _check_topic(topic: object, edge: str) -> str:
+    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
+        raise GraphError(
+            f"{edge}: {topic!r} is not a valid Kafka topic name; use 1-249 characters from "
+            f"[a-zA-Z0-9._-]"
+        )
+    return topic
+
+
+def _check_callback(callback: object, edge: str) -> Callback:
+    if not callable(callback):
+        raise GraphError(
+            f"{edge}: callback {callback!r} is not callable; pass a function (ctx, msg) -> None"
+        )
+    return callback
+
+
+@dataclass(frozen=True)
+class Input:
+    """Consume ``topic``, decode values with ``codec`` and call ``callback(ctx, msg)``.
+
+    ``on_decode_error``: what to do with a message the codec cannot decode: ``"fail"`` the
+    partition (default), ``"skip"`` it (logged and counted), or forward it raw to the group's
+    ``<group>-dlq`` topic (``"dead_letter"``).
+    ``nil``: messages with a null value (tombstones) are dropped (``"ignore"``, default), passed
+    to the callback as ``None`` (``"process"``), or decoded from empty bytes (``"decode"``).
+    """
+
+    topic: str
+    codec: Codec
+    callback: Callback
+    on_decode_error: DecodeErrorPolicy = "fail"
+    nil: NilPolicy = "ignore"
+
+    def __post_init__(self) -> None:
+        edge = f"Input({self.topic!r})"
+        _check_topic(self.topic, "Input")
+        object.__setattr__(self, "codec", as_codec(self.codec, edge))
+        _check_callback(self.callback, edge)
+        if self.on_decode_error not in _DECODE_POLICIES:
+            raise GraphError(
+                f"{edge}: on_decode_error={self.on_decode_error!r}; "
+                f"choose one of {_DECODE_POLICIES}"
+            )
+        if self.nil not in _NIL_POLICIES:
+            raise GraphError(f"{edge}: nil={self.nil!r}; choose one of {_NIL_POLICIES}")
+
+
+@dataclass(frozen=True)
+class Persist:
+    """The group's own table, ``<group>-table``, with values encoded by ``codec``."""
+
+    codec: Codec
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codec", as_codec(self.codec, "Persist"))
+
+
+@dataclass(frozen=True)
+class Join:
+    """A co-partitioned table: ``ctx.join(table)`` reads the value of the message's key."""
+
+    table: str
+    codec: Codec
+
+    def __post_init__(self) -> None:
+        _check_topic(self.table, "Join")
+        object.__setattr__(self, "codec", as_codec(self.codec, f"Join({self.table!r})"))
+
+
+@dataclass(frozen=True)
+class Lookup:
+    """Any table, read by key from all its partitions: ``ctx.lookup(table, key)``."""
+
+    table: str
+    codec: Codec
+
+    def __post_init__(self) -> None:
+        _check_topic(self.table, "Lookup")
+        object.__setattr__(self, "codec", as_codec(self.codec, f"Lookup({self.table!r})"))
+
+
+@dataclass(frozen=True)
+class Loop:
+    """The group's loopback stream ``<group>-loop``: ``ctx.loopback(key, value)``."""
+
+    codec: Codec
+    callback: Callback
+    on_decode_error: DecodeErrorPolicy = "fail"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "codec", as_codec(self.codec, "Loop"))
+        _check_callback(self.callback, "Loop")
+        if self.on_decode_error not in _DECODE_POLICIES:
+            raise GraphError(
+                f"Loop: on_decode_error={self.on_decode_error!r}; choose one of {_DECODE_POLICIES}"
+            )
+
+
+@dataclass(frozen=True)
+class Output:
+    """A stream the callbacks may emit to: ``ctx.emit(topic, key, value)``."""
+
+    topic: str
+    codec: Codec
+
+    def __post_init__(self) -> None:
+        _check_topic(self.topic, "Output")
+        object.__setattr__(self, "codec", as_codec(self.codec, f"Output({self.topic!r})"))
+
+
+Edge = Input | Persist | Join | Lookup | Loop | Output
+
+
+@dataclass(frozen=True)
+class StreamEdge:
+    """An input stream of the group as the processing core sees it (Input or Loop)."""
+
+    topic: str
+    codec: Codec
+    callback: Callback
+    on_decode_error: DecodeErrorPolicy
+    nil: NilPolicy
+
+
+@dataclass(frozen=True)
+class GroupGraph:
+    """A validated processor group. Build it with :func:`define_group`."""
+
+    group: str
+    edges: tuple[Edge, ...]
+    inputs: tuple[Input, ...] = field(init=False)
+    persist: Persist | None = field(init=False)
+    joins: tuple[Join, ...] = field(init=False)
+    lookups: tuple[Lookup, ...] = field(init=False)
+    loop: Loop | None = field(init=False)
+    outputs: tuple[Output, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        def of(kind: type) -> tuple[Any, ...]:
+            return tuple(e for e in self.edges if isinstance(e, kind))
+
+        def at_most_one(kind: type) -> Any:
+            found = of(kind)
+            if len(found) > 1:
+                raise GraphError(
+                    f"group {self.group!r}: {len(found)} {kind.__name__} edges; a group has at "
+                    f"most one {kind.__name__}"
+                )
+            return found[0] if found else None
+
+        object.__setattr__(self, "inputs", of(Input))
+        object.__setattr__(self, "persist", at_most_one(Persist))
+        object.__setattr__(self, "joins", of(Join))
+        object.__setattr__(self, "lookups", of(Lookup))
+        object.__setattr__(self, "loop", at_most_one(Loop))
+        object.__setattr__(self, "outputs", of(Output))
+        self._validate()
+
+    def _validate(self) -> None:
+        g = self.group
+        if not self.inputs:
+            raise GraphError(f"group {g!r} has no Input edge; add Input(topic, codec, callback)")
+        own = {self.table_topic: "the group's table", self.loop_topic: "the group's loop topic"}
+        seen: dict[str, str] = {}
+        for edge in self.edges:
+            if isinstance(edge, Persist | Loop):
+                continue
+            topic = edge.topic if isinstance(edge, Input | Output) else edge.table
+            name = f"{type(edge).__name__}({topic!r})"
+            if topic in own:
+                hint = (
+                    "use ctx.value()/set_value() for the own table"
+                    if topic == self.table_topic
+                    else "use a Loop edge and ctx.loopback()"
+                )
+                raise GraphError(f"group {g!r}: {name} names {own[topic]}; {hint}")
+            if topic in seen:
+                raise GraphError(
+                    f"group {g!r}: topic {topic!r} is used by both {seen[topic]} and {name}; "
+                    f"each topic may appear in one edge only"
+                )
+            seen[topic] = name
+
+    # -- derived names ------------------------------------------------------------------------
+
+    @property
+    def table_topic(self) -> str:
+        """``<group>-table``: the changelog topic of the group table."""
+        return table(self.group)
+
+    @property
+    def loop_topic(self) -> str:
+        """``<group>-loop``: the loopback topic."""
+        return loop_stream(self.group)
+
+    @property
+    def dead_letter_topic(self) -> str:
+        """``<group>-dlq``: where undecodable messages go under ``dead_letter``."""
+        return dead_letter_topic(self.group)
+
+    # -- what the runtime needs ---------------------------------------------------------------
+
+    def streams(self) -> Iterator[StreamEdge]:
+        """Every stream the group consumes: its Inputs, then its Loop topic."""
+        for e in self.inputs:
+            yield StreamEdge(e.topic, e.codec, e.callback, e.on_decode_error, e.nil)
+        if self.loop is not None:
+            yield StreamEdge(
+                self.loop_topic,
+                self.loop.codec,
+                self.loop.callback,
+                self.loop.on_decode_error,
+                "ignore",
+            )
+
+    def stream_topics(self) -> list[str]:
+        """Topics the group consumes (inputs and loop)."""
+        return [s.topic for s in self.streams()]
+
+    def copartitioned_topics(self) -> list[str]:
+        """Topics that must all have the same partition count: inputs, loop, table, joins."""
+        topics = self.stream_topics()
+        if self.persist is not None:
+            topics.append(self.table_topic)
+        topics.extend(j.table for j in self.joins)
+        return topics
+
+    def output_codec(self, topic: str) -> Codec | None:
+        """The codec of Output ``topic``, or None if the graph declares no such output."""
+        for o in self.outputs:
+            if o.topic == topic:
+                return o.codec
+        return None
+
+    def uses_dead_letter(self) -> bool:
+        """Whether any stream forwards undecodable messages to ``<group>-dlq``."""
+        return any(s.on_decode_error == "dead_letter" for s in self.streams())
+
+    def __repr__(self) -> str:
+        return f"GroupGraph({self.group!r}, {', '.join(_edge_repr(e) for e in self.edges)})"
+
+
+def _edge_repr(e: Edge) -> str:
+    if isinstance(e, Input | Output):
+        return f"{type(e).__name__}({e.topic!r})"
+    if isinstance(e, Join | Lookup):
+        return f"{type(e).__name__}({e.table!r})"
+    return type(e).__name__
+
+
+def define_group(name: str, *edges: Edge | Sequence[Edge]) -> GroupGraph:
+    """Declare a processor group: its name (= Kafka consumer group id) and its edges.
+
+    Raises :class:`~goka_ray.errors.GraphError` with what to fix when the graph is malformed.
+    """
+    if not isinstance(name, str) or not _TOPIC_NAME.match(f"{name}-table"):
+        raise GraphError(
+            f"group name {name!r} is not usable: it names the topics '<group>-table' and "
+            f"'<group>-loop', so use 1-243 characters from [a-zA-Z0-9._-]"
+        )
+    flat: list[Edge] = []
+    for e in edges:
+        if isinstance(e, list | tuple):
+            flat.extend(e)
+        else:
+            flat.append(e)  # type: ignore[arg-type]
+    for e in flat:
+        if not isinstance(e, Input | Persist | Join | Lookup | Loop | Output):
+            raise GraphError(
+                f"group {name!r}: {e!r} is not an edge; use Input, Persist, Join, Lookup, Loop "
+                f"or Output"
+            )
+    return GroupGraph(name, tuple(flat))

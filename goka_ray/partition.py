@@ -1,0 +1,320 @@
+"""PartitionCore: processes the messages of one partition of a processor group.
+
+Pure logic: no Ray, no Kafka client. The Kafka runner, the Ray actors and the in-memory tester
+all drive this class, so a group behaves the same in a unit test and on a cluster.
+
+Life of a batch::
+
+    result = core.process(messages)      # run callbacks; table writes kept pending in memory
+    ... produce result.changelog() and result.emits, wait until Kafka acknowledges them ...
+    core.commit(result, changelog_offset) # write the table batch + changelog offset atomically
+    ... commit result.positions as the consumer offsets ...
+
+Until ``commit``, callbacks of later batches already see the pending writes.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from goka_ray.codecs import Codec
+from goka_ray.context import _UNSET, Context
+from goka_ray.errors import CallbackFailed, CodecError, ContextError, ProcessingError
+from goka_ray.graph import GroupGraph, StreamEdge
+from goka_ray.messages import InputMessage, OutgoingMessage
+from goka_ray.storage import MemoryStorage, Storage, WriteBatch
+from goka_ray.tables import TablePartition
+
+__all__ = ["BatchResult", "CoreStats", "PartitionCore", "TableReader"]
+
+logger = logging.getLogger(__name__)
+
+
+class TableReader(Protocol):
+    """Read access to a whole table by raw key (a lookup source)."""
+
+    def get(self, key: bytes) -> bytes | None: ...
+
+
+@dataclass
+class BatchResult:
+    """What processing a batch produced, to be published before the batch counts as done."""
+
+    #: coalesced table writes (key -> encoded value, None = delete), for storage and changelog
+    table_writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    #: emits, loopbacks and dead letters, in the order the callbacks made them
+    emits: list[OutgoingMessage] = field(default_factory=list)
+    #: next offset to consume per (topic, partition) of the messages handled (processed,
+    #: skipped or dead-lettered); commit these once everything above is acknowledged
+    positions: dict[tuple[str, int], int] = field(default_factory=dict)
+    processed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    #: set when a callback failed; the failing message and the rest of the batch were not applied
+    failure: ProcessingError | None = None
+
+    def changelog(self) -> list[OutgoingMessage]:
+        """The table writes as changelog records (only the last value of each key)."""
+        return [OutgoingMessage("", k, v) for k, v in self.table_writes.items()]
+
+
+@dataclass
+class CoreStats:
+    """Counters of one partition core since it was created."""
+
+    processed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    emitted: int = 0
+    table_writes: int = 0
+
+
+class PartitionCore:
+    """Processes one partition of a group graph against its table storage."""
+
+    def __init__(
+        self,
+        graph: GroupGraph,
+        partition: int,
+        storage: Storage | None = None,
+        *,
+        joins: Mapping[str, Storage] | None = None,
+        lookups: Mapping[str, TableReader] | None = None,
+    ) -> None:
+        self.graph = graph
+        self.group = graph.group
+        self.partition = partition
+        self._streams: dict[str, StreamEdge] = {s.topic: s for s in graph.streams()}
+        self._table_codec: Codec | None = graph.persist.codec if graph.persist else None
+        self.table: TablePartition | None = None
+        if graph.persist is not None:
+            self.table = TablePartition(
+                graph.table_topic, partition, storage or MemoryStorage(), graph.persist.codec
+            )
+        joins = joins or {}
+        missing = [j.table for j in graph.joins if j.table not in joins]
+        if missing:
+            raise ValueError(
+                f"group {self.group!r} partition {partition}: no storage for joins {missing}"
+            )
+        self.joins: dict[str, TablePartition] = {
+            j.table: TablePartition(j.table, partition, joins[j.table], j.codec)
+            for j in graph.joins
+        }
+        lookups = lookups or {}
+        self._lookups: dict[str, tuple[TableReader | None, Codec]] = {
+            lk.table: (lookups.get(lk.table), lk.codec) for lk in graph.lookups
+        }
+        self._outputs: dict[str, Codec] = {o.topic: o.codec for o in graph.outputs}
+        self._pending: dict[bytes, bytes | None] = {}
+        self.stats = CoreStats()
+
+    # -- what Context calls -------------------------------------------------------------------
+
+    def table_codec(self, call: str) -> Codec:
+        if self._table_codec is None:
+            raise ContextError(
+                f"{call}: group {self.group!r} has no table; add Persist(codec) to define_group"
+            )
+        return self._table_codec
+
+    def read_own(self, key: bytes) -> bytes | None:
+        pending = self._pending
+        if key in pending:
+            return pending[key]
+        assert self.table is not None
+        return self.table.storage.get(key)
+
+    def output_codec(self, topic: str) -> Codec:
+        codec = self._outputs.get(topic)
+        if codec is None:
+            declared = ", ".join(repr(t) for t in self._outputs) or "none"
+            raise ContextError(
+                f"ctx.emit({topic!r}, ...): group {self.group!r} declares no Output({topic!r}); "
+                f"add Output({topic!r}, codec) to define_group (declared outputs: {declared})"
+            )
+        return codec
+
+    def loop_edge(self) -> tuple[str, Codec]:
+        if self.graph.loop is None:
+            raise ContextError(
+                f"ctx.loopback(): group {self.group!r} has no Loop edge; add Loop(codec, "
+                f"callback) to define_group"
+            )
+        return self.graph.loop_topic, self.graph.loop.codec
+
+    def read_join(self, table: str, key: str) -> Any:
+        joined = self.joins.get(table)
+        if joined is None:
+            raise ContextError(
+                f"ctx.join({table!r}): group {self.group!r} declares no Join({table!r}); add "
+                f"Join({table!r}, codec) to define_group"
+            )
+        return joined.get(key)
+
+    def read_lookup(self, table: str, key: str) -> Any:
+        entry = self._lookups.get(table)
+        if entry is None:
+            raise ContextError(
+                f"ctx.lookup({table!r}, ...): group {self.group!r} declares no Lookup({table!r}); "
+                f"add Lookup({table!r}, codec) to define_group"
+            )
+        reader, codec = entry
+        if reader is None:
+            raise ContextError(
+                f"ctx.lookup({table!r}, ...): the lookup table is not connected to this partition"
+            )
+        raw = reader.get(key.encode())
+        return None if raw is None else codec.decode(raw)
+
+    def connect_lookup(self, table: str, reader: TableReader) -> None:
+        """Attach the source of a Lookup edge (the runtime does this once it is recovered)."""
+        if table not in self._lookups:
+            raise ValueError(f"group {self.group!r} declares no Lookup({table!r})")
+        self._lookups[table] = (reader, self._lookups[table][1])
+
+    # -- processing ---------------------------------------------------------------------------
+
+    def process(self, messages: Iterable[InputMessage]) -> BatchResult:
+        """Run the callbacks for a batch of messages, in order.
+
+        Stops at the first failing message: its effects and those of the messages after it are
+        not in the result, and ``result.failure`` says what happened.
+        """
+        result = BatchResult()
+        writes = result.table_writes
+        emits = result.emits
+        positions = result.positions
+        pending = self._pending
+        streams = self._streams
+        for msg in messages:
+            stream = streams.get(msg.topic)
+            if stream is None:
+                result.failure = self._failure(
+                    msg, None, ContextError(f"group {self.group!r} does not consume {msg.topic!r}")
+                )
+                break
+            try:
+                key = msg.key.decode() if msg.key is not None else ""
+            except UnicodeDecodeError as exc:
+                if not self._undecodable(stream, msg, None, exc, result):
+                    break
+                positions[(msg.topic, msg.partition)] = msg.offset + 1
+                continue
+            raw = msg.value
+            if raw is None and stream.nil != "decode":
+                if stream.nil == "ignore":
+                    positions[(msg.topic, msg.partition)] = msg.offset + 1
+                    result.skipped += 1
+                    continue
+                value = None
+            else:
+                try:
+                    value = stream.codec.decode(raw if raw is not None else b"")
+                except CodecError as exc:
+                    if not self._undecodable(stream, msg, key, exc, result):
+                        break
+                    positions[(msg.topic, msg.partition)] = msg.offset + 1
+                    continue
+            ctx = Context(self, msg, key)
+            try:
+                stream.callback(ctx, value)
+            except Exception as exc:
+                result.failure = self._failure(msg, key, exc)
+                break
+            if ctx._write is not _UNSET:
+                kb = key.encode()
+                pending[kb] = writes[kb] = ctx._write
+            if ctx._emits:
+                emits.extend(ctx._emits)
+            positions[(msg.topic, msg.partition)] = msg.offset + 1
+            result.processed += 1
+        stats = self.stats
+        stats.processed += result.processed
+        stats.skipped += result.skipped
+        stats.dead_lettered += result.dead_lettered
+        stats.emitted += len(emits)
+        stats.table_writes += len(writes)
+        return result
+
+    def _undecodable(
+        self,
+        stream: StreamEdge,
+        msg: InputMessage,
+        key: str | None,
+        exc: Exception,
+        result: BatchResult,
+    ) -> bool:
+        """Apply the stream's decode-error policy; False means the batch stops (fail)."""
+        where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
+        if stream.on_decode_error == "fail":
+            result.failure = self._failure(msg, key, exc)
+            return False
+        if stream.on_decode_error == "skip":
+            logger.warning("group %s: skipping undecodable message %s: %s", self.group, where, exc)
+            result.skipped += 1
+            return True
+        headers = list(msg.headers or ())
+        headers += [
+            ("goka-ray.error", str(exc).encode()),
+            ("goka-ray.topic", msg.topic.encode()),
+            ("goka-ray.partition", str(msg.partition).encode()),
+            ("goka-ray.offset", str(msg.offset).encode()),
+        ]
+        result.emits.append(
+            OutgoingMessage(self.graph.dead_letter_topic, msg.key, msg.value, headers)
+        )
+        result.dead_lettered += 1
+        logger.warning("group %s: dead-lettered undecodable message %s: %s", self.group, where, exc)
+        return True
+
+    def _failure(self, msg: InputMessage, key: str | None, exc: Exception) -> ProcessingError:
+        cause: BaseException = exc
+        if isinstance(exc, CallbackFailed) and exc.__cause__ is not None:
+            cause = exc.__cause__
+        return ProcessingError(self.group, msg.topic, msg.partition, msg.offset, key, cause)
+
+    def commit(self, result: BatchResult, changelog_offset: int | None = None) -> None:
+        """Write a processed batch's table writes (and the changelog offset) atomically.
+
+        Call it once the batch's changelog records are acknowledged. ``changelog_offset`` is the
+        next offset of the changelog partition after those records.
+        """
+        if self.table is None:
+            return
+        batch = WriteBatch()
+        batch.writes = result.table_writes
+        batch.offset = changelog_offset
+        self.table.storage.write(batch)
+        pending = self._pending
+        for key, value in result.table_writes.items():
+            # a later, not yet committed batch may have written the key again: keep that
+            if key in pending and pending[key] is value:
+                del pending[key]
+
+    def discard_pending(self) -> None:
+        """Forget uncommitted writes (after a failed publish; the batch will be reprocessed)."""
+        self._pending.clear()
+
+    @property
+    def has_pending(self) -> bool:
+        return bool(self._pending)
+
+    # -- recovery -----------------------------------------------------------------------------
+
+    def recover(
+        self, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
+    ) -> int:
+        """Apply changelog records of the group table; returns how many were applied."""
+        if self.table is None:
+            raise ContextError(f"group {self.group!r} has no table to recover")
+        return self.table.apply_changelog(records, next_offset)
+
+    def recover_join(
+        self, table: str, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
+    ) -> int:
+        """Apply changelog records of a joined table at this partition."""
+        return self.joins[table].apply_changelog(records, next_offset)
