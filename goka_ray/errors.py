@@ -75,3 +75,7 @@ class ProcessingError(GokaRayError):
             type(self),
             (self.group, self.topic, self.partition, self.offset, self.key, self.error),
         )
+
+
+class FencedError(GokaRayError):
+    """This owner of a partition was replaced; it must stop without writing anything more."""
