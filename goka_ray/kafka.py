@@ -6,7 +6,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from goka_ray.errors import BrokerError, TopicError
@@ -15,6 +15,7 @@ from goka_ray.partitioner import MURMUR2, Partitioner
 
 __all__ = [
     "TopicManager",
+    "caught_up",
     "check_brokers",
     "client_config",
     "make_consumer",
@@ -185,3 +186,22 @@ class TopicManager:
         if graph.uses_dead_letter():
             self.ensure_stream(graph.dead_letter_topic, partitions)
         return partitions
+
+
+def caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int | None) -> bool:
+    """Whether the consumer has read ``topic[partition]`` up to its high watermark.
+
+    Uses the high watermark of the last fetch response (cached by librdkafka, no request).
+    Partition-EOF events alone are not enough: some brokers (Tansu) never send one while the
+    partition is being written continuously, and ListOffsets may under-report the end.
+    ``next_offset`` is the next offset to read, or None if nothing was read yet.
+    """
+    try:
+        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+    except KafkaException:
+        return False
+    if high < 0:
+        return False  # no fetch response yet
+    if next_offset is None:
+        return bool(low >= 0 and low >= high)  # empty partition
+    return bool(next_offset >= high)

@@ -30,7 +30,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicParti
 
 from goka_ray.errors import BrokerError, FencedError, ProcessingError
 from goka_ray.graph import GroupGraph
-from goka_ray.kafka import make_consumer, make_producer
+from goka_ray.kafka import caught_up, make_consumer, make_producer
 from goka_ray.messages import InputMessage, OutgoingMessage
 from goka_ray.partition import BatchResult, PartitionCore
 from goka_ray.partitioner import MURMUR2, Partitioner
@@ -249,6 +249,9 @@ class PartitionRunner:
         consumer = self._consumer
         consumer.assign(starts)
         remaining = {(tp.topic, tp.partition) for tp in starts}
+        position: dict[tuple[str, int], int | None] = {
+            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in starts
+        }
         applied = 0
         batch = self.config.recovery_batch_size
         last_log = time.monotonic()
@@ -256,7 +259,6 @@ class PartitionRunner:
             if self._stop.is_set():
                 break
             buffers: dict[tuple[str, int], Records] = {}
-            next_offsets: dict[tuple[str, int], int] = {}
             for m in consumer.consume(batch, timeout=0.5):
                 err = m.error()
                 tp = (m.topic(), m.partition())
@@ -270,11 +272,14 @@ class PartitionRunner:
                 if buf is None:
                     buf = buffers[tp] = []
                 buf.append((m.key(), m.value()))
-                next_offsets[tp] = m.offset() + 1
+                position[tp] = m.offset() + 1
             for tp, records in buffers.items():
-                n = self._tables[tp].apply_changelog(records, next_offsets[tp])
+                n = self._tables[tp].apply_changelog(records, position[tp])  # type: ignore[arg-type]
                 applied += n
                 self._recovered += n
+            for tp in list(remaining):
+                if caught_up(consumer, tp[0], tp[1], position[tp]):
+                    remaining.discard(tp)
             if time.monotonic() - last_log > 5:
                 last_log = time.monotonic()
                 logger.info(

@@ -1,0 +1,205 @@
+"""Typed configuration, from a dict or a YAML file; bad keys and values are rejected with
+their path and what is allowed.
+
+    brokers: "kafka-1:9092,kafka-2:9092"   # bootstrap.servers
+    storage_dir: /var/lib/goka-ray          # LevelDB copies of tables, on each node
+    namespace: goka-ray                     # Ray namespace of the named actors
+    kafka: {consumer: {}, producer: {}}     # extra librdkafka settings for every client
+    groups:
+      clicks:                               # per processor group (defaults shown)
+        partitions_per_actor: 1
+        actors: null                        # or a fixed number of actors (wins)
+        num_cpus: 0.25
+        memory: null                        # bytes reserved per actor
+        placement: spread                   # spread | pack
+        max_restarts: 10                    # replacements of crashed actors, then fail
+        batch_size: 5000
+        initial_offset: earliest            # earliest | latest, for a new group
+    views:
+      clicks-table:
+        replicas: 1                         # actors, each serving a range of partitions
+        num_cpus: 0.1
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
+
+from goka_ray.errors import ConfigError
+
+__all__ = ["Config", "GroupConfig", "ViewConfig"]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class GroupConfig:
+    """How a processor group runs on Ray."""
+
+    partitions_per_actor: int = 1
+    actors: int | None = None
+    num_cpus: float = 0.25
+    memory: int | None = None
+    placement: Literal["spread", "pack"] = "spread"
+    max_restarts: int = 10
+    batch_size: int = 5000
+    initial_offset: Literal["earliest", "latest"] = "earliest"
+
+    def __post_init__(self) -> None:
+        _positive(self.partitions_per_actor, "partitions_per_actor")
+        if self.actors is not None:
+            _positive(self.actors, "actors")
+        if self.num_cpus < 0:
+            raise ConfigError(f"num_cpus={self.num_cpus}: use a number >= 0")
+        _positive(self.batch_size, "batch_size")
+        if self.max_restarts < 0:
+            raise ConfigError(f"max_restarts={self.max_restarts}: use a whole number >= 0")
+
+
+@dataclass(frozen=True)
+class ViewConfig:
+    """How a view of a table runs on Ray."""
+
+    replicas: int = 1
+    num_cpus: float = 0.1
+
+    def __post_init__(self) -> None:
+        _positive(self.replicas, "replicas")
+
+
+def _default_storage_dir() -> str:
+    return os.path.join(tempfile.gettempdir(), "goka-ray")
+
+
+@dataclass(frozen=True)
+class Config:
+    """Everything goka-ray needs to run groups and views; every key has a sensible default."""
+
+    brokers: str | None = None
+    storage_dir: str = field(default_factory=_default_storage_dir)
+    namespace: str = "goka-ray"
+    kafka: dict[str, dict[str, Any]] = field(default_factory=dict)
+    groups: dict[str, GroupConfig] = field(default_factory=dict)
+    views: dict[str, ViewConfig] = field(default_factory=dict)
+
+    def group(self, name: str) -> GroupConfig:
+        return self.groups.get(name, GroupConfig())
+
+    def view(self, table: str) -> ViewConfig:
+        return self.views.get(table, ViewConfig())
+
+    def consumer_config(self) -> dict[str, Any]:
+        return dict(self.kafka.get("consumer", {}))
+
+    def producer_config(self) -> dict[str, Any]:
+        return dict(self.kafka.get("producer", {}))
+
+    def with_group(self, name: str, **changes: Any) -> Config:
+        """A copy with ``changes`` applied to group ``name`` (validated)."""
+        current = dataclasses.asdict(self.group(name))
+        unknown = sorted(set(changes) - set(current))
+        if unknown:
+            raise ConfigError(
+                f"groups.{name}: unknown setting(s) {unknown}; allowed: {sorted(current)}"
+            )
+        merged = _build(GroupConfig, {**current, **changes}, f"groups.{name}")
+        return dataclasses.replace(self, groups={**self.groups, name: merged})
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | None) -> Config:
+        """Build and validate a config; raises ConfigError naming the bad key path."""
+        data = dict(data or {})
+        for section, kind in (("groups", GroupConfig), ("views", ViewConfig)):
+            raw = data.get(section) or {}
+            if not isinstance(raw, Mapping):
+                raise ConfigError(f"{section}: expected a mapping of name -> settings")
+            data[section] = {
+                str(name): _build(kind, settings or {}, f"{section}.{name}")
+                for name, settings in raw.items()
+            }
+        kafka = data.get("kafka") or {}
+        if not isinstance(kafka, Mapping) or set(kafka) - {"consumer", "producer"}:
+            raise ConfigError(
+                "kafka: expected a mapping with 'consumer' and/or 'producer' librdkafka settings"
+            )
+        data["kafka"] = {k: dict(v or {}) for k, v in kafka.items()}
+        return _build(cls, data, "")
+
+    @classmethod
+    def from_yaml(cls, path: str | Path) -> Config:
+        """Load a YAML config file."""
+        import yaml
+
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+        try:
+            data = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError(f"{path}: the top level must be a mapping of settings")
+        return cls.from_dict(data)
+
+    @classmethod
+    def load(cls, config: Config | Mapping[str, Any] | str | Path | None) -> Config:
+        """Accept a Config, a dict, a YAML path or None (defaults)."""
+        if isinstance(config, Config):
+            return config
+        if isinstance(config, str | Path):
+            return cls.from_yaml(config)
+        return cls.from_dict(config)
+
+
+def _positive(value: int, name: str) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{name}={value!r}: use a whole number >= 1")
+
+
+def _build(kind: type[T], data: Mapping[str, Any], path: str) -> T:
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
+    hints = get_type_hints(kind)
+    fields = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
+    prefix = f"{path}." if path else ""
+    unknown = sorted(set(data) - fields)
+    if unknown:
+        raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed keys: {sorted(fields)}")
+    for name, value in data.items():
+        _check_type(value, hints[name], f"{prefix}{name}")
+    try:
+        return kind(**data)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def _check_type(value: Any, hint: Any, path: str) -> None:
+    origin = get_origin(hint)
+    if origin is Literal:
+        if value not in get_args(hint):
+            raise ConfigError(f"{path}={value!r}: choose one of {list(get_args(hint))}")
+        return
+    options = get_args(hint) if origin is not None and type(None) in get_args(hint) else (hint,)
+    if value is None:
+        if type(None) not in options:
+            raise ConfigError(f"{path}: a value is required")
+        return
+    for option in options:
+        base = get_origin(option) or option
+        if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if base is int and isinstance(value, int) and not isinstance(value, bool):
+            return
+        if base in (str, dict) and isinstance(value, base):
+            return
+        if isinstance(base, type) and dataclasses.is_dataclass(base) and isinstance(value, base):
+            return
+    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    raise ConfigError(f"{path}={value!r}: expected {names}")

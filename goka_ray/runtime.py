@@ -1,0 +1,187 @@
+"""The driver side: start, watch, scale and stop processor groups on a Ray cluster."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from goka_ray.config import Config
+from goka_ray.errors import ConfigError, GokaRayError
+from goka_ray.graph import GroupGraph
+from goka_ray.status import GroupStatus
+
+__all__ = ["Processor", "ensure_ray"]
+
+logger = logging.getLogger(__name__)
+
+
+def ensure_ray(namespace: str, *, num_cpus: int | None = None) -> None:
+    """Connect to Ray: the cluster in ``RAY_ADDRESS`` or a running local one, else start one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": False}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    try:
+        ray.init(address="auto", **kwargs)
+    except (ConnectionError, RuntimeError):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
+
+
+class Processor:
+    """A processor group running as Ray actors (one coordinator, partition actors).
+
+        p = Processor("kafka:9092", graph, config={"groups": {"clicks": {"actors": 2}}})
+        p.start(); p.wait_ready(60)
+        p.scale(actors=4)
+        p.stop()
+
+    ``start()`` attaches to the group if it already runs in the cluster (any driver).
+    """
+
+    def __init__(
+        self,
+        brokers: str | None,
+        graph: GroupGraph,
+        config: Config | Mapping[str, Any] | str | Path | None = None,
+    ) -> None:
+        self.config = Config.load(config)
+        resolved = brokers or self.config.brokers
+        if not resolved:
+            raise ConfigError(
+                "no Kafka brokers: pass brokers='host:9092' or set 'brokers' in the config"
+            )
+        self.brokers: str = resolved
+        self.graph = graph
+        self.group = graph.group
+        self._coordinator: Any = None
+
+    def _handle(self) -> Any:
+        if self._coordinator is None:
+            raise GokaRayError(f"processor {self.group!r} is not started; call start() first")
+        return self._coordinator
+
+    def start(self, timeout: float = 120.0) -> None:
+        """Create (or attach to) the group's coordinator; returns once actors are placed."""
+        import ray
+
+        from actors.coordinator import GroupCoordinator, GroupSpec, coordinator_name
+
+        ensure_ray(self.config.namespace)
+        spec = GroupSpec(self.brokers, self.graph, self.config)
+        self._coordinator = (
+            ray.remote(GroupCoordinator)
+            .options(
+                name=coordinator_name(self.group),
+                namespace=self.config.namespace,
+                get_if_exists=True,
+                lifetime="detached",
+                max_restarts=-1,
+                max_task_retries=0,
+                max_concurrency=64,
+                num_cpus=0,
+            )
+            .remote(spec)
+        )
+        try:
+            partitions = ray.get(self._coordinator.start.remote(), timeout=timeout)
+        except ray.exceptions.RayTaskError as exc:
+            self._kill_coordinator()
+            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+        logger.info("group %s started on %d partitions", self.group, partitions)
+
+    def status(self) -> GroupStatus:
+        """State of every partition: state, node, actor, pid, offsets, lag, keys, restarts."""
+        import ray
+
+        status: GroupStatus = ray.get(self._handle().status.remote(), timeout=30)
+        return status
+
+    def wait_ready(self, timeout: float = 120.0) -> GroupStatus:
+        """Block until every partition is recovered and processing."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.state == "failed":
+                self._raise_failure()
+            if status.ready:
+                return status
+            if time.monotonic() > deadline:
+                states = {p.partition: p.state for p in status.partitions}
+                raise TimeoutError(
+                    f"group {self.group} not ready after {timeout}s; partition states: {states}"
+                )
+            time.sleep(0.2)
+
+    def scale(self, **changes: Any) -> bool:
+        """Change the group's config live (``actors=4``, ``partitions_per_actor=2``,
+        ``num_cpus=1``...): new owners recover first, then the old ones hand over."""
+        import ray
+
+        moved: bool = ray.get(self._handle().scale.remote(changes), timeout=60)
+        if moved:
+            self.config = self.config.with_group(self.group, **changes)
+        return moved
+
+    def wait_scaled(self, timeout: float = 120.0) -> GroupStatus:
+        """Block until a scale has finished and every partition runs again."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.state == "failed":
+                self._raise_failure()
+            if status.state == "running" and status.ready:
+                return status
+            if time.monotonic() > deadline:
+                states = {p.partition: (p.state, p.actor_name, p.epoch) for p in status.partitions}
+                raise TimeoutError(
+                    f"group {self.group} did not finish scaling within {timeout}s "
+                    f"(group {status.state}; partitions {states})"
+                )
+            time.sleep(0.2)
+
+    def wait(self, timeout: float | None = None) -> None:
+        """Block until the group stops; re-raise its failure (with the message coordinates)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            status = self.status()
+            if status.state == "failed":
+                self._raise_failure()
+            if status.state == "stopped":
+                return
+            time.sleep(0.3)
+        raise TimeoutError(f"group {self.group} still running after {timeout}s")
+
+    def _raise_failure(self) -> None:
+        import ray
+
+        error = ray.get(self._handle().failure.remote(), timeout=30)
+        if isinstance(error, BaseException):
+            raise error
+        raise GokaRayError(f"group {self.group} failed")
+
+    def stop(self) -> None:
+        """Stop the group: partition actors commit and close, then every actor is removed."""
+        import ray
+
+        if self._coordinator is None:
+            return
+        try:
+            ray.get(self._coordinator.stop.remote(), timeout=120)
+        finally:
+            self._kill_coordinator()
+
+    def _kill_coordinator(self) -> None:
+        import ray
+
+        if self._coordinator is not None:
+            ray.kill(self._coordinator, no_restart=True)
+            self._coordinator = None

@@ -1,0 +1,68 @@
+"""Status records of groups and views, as the coordinator reports them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["GroupStatus", "PartitionStatus", "ViewStatus"]
+
+
+@dataclass(frozen=True)
+class PartitionStatus:
+    """One partition of a processor group."""
+
+    partition: int
+    #: idle | recovering | recovered | running | stopping | stopped | failed | lost
+    state: str
+    node_id: str | None = None
+    actor_name: str | None = None
+    pid: int | None = None
+    #: next offset to process, per input topic
+    offsets: dict[str, int] = field(default_factory=dict)
+    #: messages behind the end of each input topic
+    lag: dict[str, int] = field(default_factory=dict)
+    keys: int = 0
+    restarts: int = 0
+    epoch: int = 0
+    processed: int = 0
+    skipped: int = 0
+    dead_lettered: int = 0
+    recovered: int = 0
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class GroupStatus:
+    """A processor group: its overall state and every partition."""
+
+    group: str
+    #: starting | running | scaling | failed | stopped
+    state: str
+    partitions: list[PartitionStatus]
+    error: str | None = None
+
+    @property
+    def ready(self) -> bool:
+        """All partitions recovered and processing."""
+        return bool(self.partitions) and all(p.state == "running" for p in self.partitions)
+
+    @property
+    def lag(self) -> int:
+        return sum(sum(p.lag.values()) for p in self.partitions)
+
+    @property
+    def keys(self) -> int:
+        return sum(p.keys for p in self.partitions)
+
+
+@dataclass(frozen=True)
+class ViewStatus:
+    """A view actor: which table partitions it serves and how current they are."""
+
+    table: str
+    actor_name: str
+    partitions: list[int]
+    state: str
+    keys: int
+    lag: dict[int, int] = field(default_factory=dict)
+    node_id: str | None = None

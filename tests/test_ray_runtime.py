@@ -1,0 +1,272 @@
+"""The Ray runtime end to end: real local Ray, real local broker, real LevelDB."""
+
+from __future__ import annotations
+
+import sys
+import threading
+import time
+from collections import Counter
+
+import cloudpickle
+import kafka_helpers
+import pytest
+import ray
+from kafka_helpers import produce, produce_clicks, wait_until
+
+from goka_ray import Context, Input, Persist, ProcessingError, codecs, define_group
+from goka_ray.examples import click_counter
+from goka_ray.kafka import TopicManager, make_consumer
+from goka_ray.partitioner import MURMUR2
+from goka_ray.runtime import Processor
+from goka_ray.view import View
+
+# callbacks defined in test modules travel to Ray workers by value
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+cloudpickle.register_pickle_by_value(kafka_helpers)
+
+PARTITIONS = 4
+INT = codecs.Int()
+NAMESPACE = "goka-ray-tests"
+
+
+@pytest.fixture(scope="module")
+def ray_local():  # type: ignore[no-untyped-def]
+    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def group_setup(kafka, unique, tmp_path, ray_local):  # type: ignore[no-untyped-def]
+    topic = f"{unique}-clicks"
+    graph = click_counter(f"{unique}-counter", topic)
+    with TopicManager(kafka.bootstrap_servers) as topics:
+        topics.ensure_stream(topic, PARTITIONS)
+    config = {
+        "storage_dir": str(tmp_path),
+        "namespace": NAMESPACE,
+        "groups": {graph.group: {"num_cpus": 0.1}},
+    }
+    processors: list[Processor] = []
+    views: list[View] = []
+
+    def make(**group_config):  # type: ignore[no-untyped-def]
+        cfg = {**config, "groups": {graph.group: {"num_cpus": 0.1, **group_config}}}
+        p = Processor(kafka.bootstrap_servers, graph, cfg)
+        processors.append(p)
+        return p
+
+    def view():  # type: ignore[no-untyped-def]
+        v = View(kafka.bootstrap_servers, graph.table_topic, INT, config)
+        views.append(v)
+        return v
+
+    yield graph, topic, make, view
+    for v in views:
+        v.stop()
+    for p in processors:
+        p.stop()
+
+
+def counts_via(view: View, users: list[str]) -> dict[str, int]:
+    return {u: n for u, n in view.get_many(users).items() if n is not None}
+
+
+def wait_counts(view: View, truth: Counter[str], timeout: float = 90) -> None:
+    wait_until(lambda: counts_via(view, list(truth)) == dict(truth), timeout, "view to match")
+
+
+def test_clicks_on_four_partition_actors_read_through_a_view(kafka, group_setup):
+    graph, topic, make, make_view = group_setup
+    truth, _ = produce_clicks(kafka.bootstrap_servers, topic, 4_000, 200)
+    processor = make()
+    processor.start()
+    status = processor.wait_ready(120)
+    assert len({p.actor_name for p in status.partitions}) == PARTITIONS
+    assert all(p.pid and p.node_id for p in status.partitions)
+
+    view = make_view().start()
+    view.wait_ready(60)
+    wait_counts(view, truth)
+    assert len(view) == len(truth)
+    assert dict(view.items()) == dict(truth)
+    assert [k for k, _ in view.items()] == sorted(truth)
+
+    @ray.remote
+    def read_in_task(v: View, users: list[str]) -> dict[str, int]:
+        return v.get_many(users)
+
+    assert ray.get(read_in_task.remote(view, list(truth))) == dict(truth)
+    final = processor.status()
+    assert sum(p.keys for p in final.partitions) == len(truth)
+    assert sum(p.offsets.get(topic, 0) for p in final.partitions) == 4_000
+
+
+def test_killed_partition_actor_is_replaced_and_counts_stay_correct(kafka, group_setup):
+    graph, topic, make, make_view = group_setup
+    brokers = kafka.bootstrap_servers
+    processor = make()
+    processor.start()
+    processor.wait_ready(120)
+    view = make_view().start()
+    truth: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def emit() -> None:
+        i = 0
+        while not stop.is_set():
+            t, _ = produce_clicks(brokers, topic, 200, 100, seed=i)
+            truth.update(t)
+            i += 1
+            time.sleep(0.05)
+
+    emitter = threading.Thread(target=emit)
+    emitter.start()
+    try:
+        time.sleep(2)
+        victim = processor.status().partitions[1]
+        ray.kill(ray.get_actor(victim.actor_name, namespace=NAMESPACE))
+        wait_until(lambda: processor.status().partitions[1].restarts == 1, 60, "a restart")
+        time.sleep(1)
+    finally:
+        stop.set()
+        emitter.join()
+    processor.wait_ready(120)
+    status = processor.status()
+    assert status.partitions[1].actor_name != victim.actor_name
+    assert [p.restarts for p in status.partitions] == [0, 1, 0, 0]
+    view.wait_ready(60)
+    # at-least-once: nothing lost; duplicates only from batches in flight at the kill
+    wait_until(lambda: all(n >= truth[u] for u, n in _all(view, truth).items()), 90, "no loss")
+    counts = _all(view, truth)
+    assert sum(counts.values()) - truth.total() <= 5000
+
+
+def _all(view: View, truth: Counter[str]) -> dict[str, int]:
+    got = view.get_many(list(truth))
+    return {u: (n or 0) for u, n in got.items()}
+
+
+def test_restarted_coordinator_adopts_live_partition_actors(kafka, group_setup):
+    graph, topic, make, make_view = group_setup
+    brokers = kafka.bootstrap_servers
+    processor = make()
+    processor.start()
+    before = processor.wait_ready(120)
+    coordinator = ray.get_actor(f"goka-ray/{graph.group}/coordinator", namespace=NAMESPACE)
+    ray.kill(coordinator, no_restart=False)
+    truth, _ = produce_clicks(brokers, topic, 2_000, 100)
+    wait_until(lambda: _ready(processor), 60, "coordinator back")
+    after = processor.wait_ready(60)
+    assert [p.actor_name for p in after.partitions] == [p.actor_name for p in before.partitions]
+    prefix = f"goka-ray/{graph.group}/worker-"
+    assert len([n for n in ray.util.list_named_actors() if n.startswith(prefix)]) == PARTITIONS
+    view = make_view().start()
+    wait_counts(view, truth)
+
+
+def _ready(processor: Processor) -> bool:
+    try:
+        return processor.status().ready
+    except Exception:
+        return False
+
+
+def test_killed_view_actor_recovers_its_copy(kafka, group_setup):
+    graph, topic, make, make_view = group_setup
+    truth, _ = produce_clicks(kafka.bootstrap_servers, topic, 1_000, 50)
+    processor = make()
+    processor.start()
+    processor.wait_ready(120)
+    view = make_view().start()
+    wait_counts(view, truth)
+    ray.kill(view._actors[0], no_restart=False)
+    assert counts_via(view, list(truth)) is not None  # served again (retried) after restart
+    view.wait_ready(60)
+    wait_counts(view, truth)
+
+
+def test_live_scale_from_one_actor_to_four_and_back_never_has_two_writers(kafka, group_setup):
+    graph, topic, make, make_view = group_setup
+    brokers = kafka.bootstrap_servers
+    processor = make(actors=1)
+    processor.start()
+    status = processor.wait_ready(120)
+    assert len({p.actor_name for p in status.partitions}) == 1
+    truth: Counter[str] = Counter()
+    stop = threading.Event()
+
+    def emit() -> None:
+        i = 0
+        while not stop.is_set():
+            t, _ = produce_clicks(brokers, topic, 100, 80, seed=1000 + i)
+            truth.update(t)
+            i += 1
+            time.sleep(0.05)
+
+    emitter = threading.Thread(target=emit)
+    emitter.start()
+    try:
+        time.sleep(1)
+        assert processor.scale(actors=4)
+        status = processor.wait_scaled(120)
+        assert len({p.actor_name for p in status.partitions}) == 4
+        time.sleep(1)
+        assert processor.scale(actors=1)
+        status = processor.wait_scaled(120)
+        assert len({p.actor_name for p in status.partitions}) == 1
+        time.sleep(1)
+    finally:
+        stop.set()
+        emitter.join()
+    view = make_view().start()
+    wait_counts(view, truth, 120)  # graceful hand-overs: exactly the truth
+    assert [p.restarts for p in processor.status().partitions] == [0] * PARTITIONS
+
+    # fencing: in each changelog partition the writer epochs never go back
+    consumer = make_consumer(brokers, f"{graph.group}-epochs")
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    consumer.assign([TopicPartition(graph.table_topic, p, OFFSET_BEGINNING) for p in range(4)])
+    epochs: dict[int, list[int]] = {}
+    for _ in range(50):
+        for m in consumer.consume(10000, timeout=0.3):
+            if m.error() is None:
+                epoch = int(dict(m.headers())["goka-ray.epoch"])
+                epochs.setdefault(m.partition(), []).append(epoch)
+    consumer.close()
+    for p, seq in epochs.items():
+        assert seq == sorted(seq), f"partition {p}: writers interleaved: {seq}"
+        assert len(set(seq)) == 3, f"partition {p}: expected three owners, saw {set(seq)}"
+
+
+def test_processor_failure_surfaces_in_wait_with_message_coordinates(
+    kafka, unique, tmp_path, ray_local
+):
+    topic = f"{unique}-in"
+
+    def picky(ctx: Context, msg: str) -> None:
+        if msg == "poison":
+            raise ValueError("poison message")
+        ctx.set_value(msg)
+
+    graph = define_group(
+        f"{unique}-picky", Input(topic, codecs.String(), picky), Persist(codecs.String())
+    )
+    brokers = kafka.bootstrap_servers
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 2)
+    produce(brokers, topic, [("a", b"fine"), ("b", b"poison")])
+    processor = Processor(brokers, graph, {"storage_dir": str(tmp_path), "namespace": NAMESPACE})
+    processor.start()
+    try:
+        with pytest.raises(ProcessingError) as info:
+            processor.wait(timeout=120)
+        err = info.value
+        partition = MURMUR2.partition(b"b", 2)
+        offset = 1 if MURMUR2.partition(b"a", 2) == partition else 0
+        assert (err.topic, err.partition, err.key, err.offset) == (topic, partition, "b", offset)
+        assert isinstance(err.error, ValueError)
+        assert processor.status().state == "failed"
+    finally:
+        processor.stop()
