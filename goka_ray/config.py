@@ -94,6 +94,15 @@ class Config:
     def view(self, table: str) -> ViewConfig:
         return self.views.get(table, ViewConfig())
 
+    def resolve_brokers(self, brokers: str | None) -> str:
+        """``brokers`` if given, else the config's; ConfigError if neither is set."""
+        resolved = brokers or self.brokers
+        if not resolved:
+            raise ConfigError(
+                "no Kafka brokers: pass brokers='host:9092' or set 'brokers' in the config"
+            )
+        return resolved
+
     def consumer_config(self) -> dict[str, Any]:
         return dict(self.kafka.get("consumer", {}))
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from goka_ray.config import Config
-from goka_ray.errors import ConfigError, GokaRayError
+from goka_ray.errors import GokaRayError
 from goka_ray.graph import GroupGraph
 from goka_ray.status import GroupStatus
 
@@ -54,12 +54,7 @@ class Processor:
         config: Config | Mapping[str, Any] | str | Path | None = None,
     ) -> None:
         self.config = Config.load(config)
-        resolved = brokers or self.config.brokers
-        if not resolved:
-            raise ConfigError(
-                "no Kafka brokers: pass brokers='host:9092' or set 'brokers' in the config"
-            )
-        self.brokers: str = resolved
+        self.brokers: str = self.config.resolve_brokers(brokers)
         self.graph = graph
         self.group = graph.group
         self._coordinator: Any = None

@@ -19,7 +19,7 @@ from typing import Any
 from goka_ray.assignment import plan_actors
 from goka_ray.codecs import Codec, as_codec
 from goka_ray.config import Config
-from goka_ray.errors import ConfigError, GokaRayError, TopicError
+from goka_ray.errors import GokaRayError, TopicError
 from goka_ray.partitioner import MURMUR2, Partitioner
 from goka_ray.status import ViewStatus
 
@@ -43,12 +43,7 @@ class View:
         partitioner: Partitioner = MURMUR2,
     ) -> None:
         self.config = Config.load(config)
-        resolved = brokers or self.config.brokers
-        if not resolved:
-            raise ConfigError(
-                "no Kafka brokers: pass brokers='host:9092' or set them in the config"
-            )
-        self.brokers: str = resolved
+        self.brokers: str = self.config.resolve_brokers(brokers)
         self.table = table
         self.codec = as_codec(codec, f"View({table!r})")
         self.partitioner = partitioner

@@ -148,3 +148,37 @@ def runners_for(
         PartitionRunner(brokers, graph, p, storage_dir=storage_dir, config=config)
         for p in partitions
     ]
+
+
+class ClickStream:
+    """Emits batches of clicks in a background thread; ``truth`` counts what was sent."""
+
+    def __init__(self, brokers: str, topic: str, batch: int, users: int, seed: int = 0) -> None:
+        self.brokers, self.topic, self.batch, self.users, self.seed = (
+            brokers,
+            topic,
+            batch,
+            users,
+            seed,
+        )
+        self.truth: Counter[str] = Counter()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._emit, daemon=True)
+
+    def _emit(self) -> None:
+        i = 0
+        while not self._stop.is_set():
+            sent, _ = produce_clicks(
+                self.brokers, self.topic, self.batch, self.users, self.seed + i
+            )
+            self.truth.update(sent)
+            i += 1
+            time.sleep(0.05)
+
+    def __enter__(self) -> ClickStream:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(60)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import threading
 import time
 from collections import Counter
 
@@ -11,7 +10,7 @@ import cloudpickle
 import kafka_helpers
 import pytest
 import ray
-from kafka_helpers import produce, produce_clicks, wait_until
+from kafka_helpers import ClickStream, produce, produce_clicks, wait_until
 
 from goka_ray import Context, Input, Persist, ProcessingError, codecs, define_group
 from goka_ray.examples import click_counter
@@ -109,28 +108,13 @@ def test_killed_partition_actor_is_replaced_and_counts_stay_correct(kafka, group
     processor.start()
     processor.wait_ready(120)
     view = make_view().start()
-    truth: Counter[str] = Counter()
-    stop = threading.Event()
-
-    def emit() -> None:
-        i = 0
-        while not stop.is_set():
-            t, _ = produce_clicks(brokers, topic, 200, 100, seed=i)
-            truth.update(t)
-            i += 1
-            time.sleep(0.05)
-
-    emitter = threading.Thread(target=emit)
-    emitter.start()
-    try:
+    with ClickStream(brokers, topic, 200, 100) as stream:
         time.sleep(2)
         victim = processor.status().partitions[1]
         ray.kill(ray.get_actor(victim.actor_name, namespace=NAMESPACE))
         wait_until(lambda: processor.status().partitions[1].restarts == 1, 60, "a restart")
         time.sleep(1)
-    finally:
-        stop.set()
-        emitter.join()
+    truth = stream.truth
     processor.wait_ready(120)
     status = processor.status()
     assert status.partitions[1].actor_name != victim.actor_name
@@ -193,20 +177,7 @@ def test_live_scale_from_one_actor_to_four_and_back_never_has_two_writers(kafka,
     processor.start()
     status = processor.wait_ready(120)
     assert len({p.actor_name for p in status.partitions}) == 1
-    truth: Counter[str] = Counter()
-    stop = threading.Event()
-
-    def emit() -> None:
-        i = 0
-        while not stop.is_set():
-            t, _ = produce_clicks(brokers, topic, 100, 80, seed=1000 + i)
-            truth.update(t)
-            i += 1
-            time.sleep(0.05)
-
-    emitter = threading.Thread(target=emit)
-    emitter.start()
-    try:
+    with ClickStream(brokers, topic, 100, 80, seed=1000) as stream:
         time.sleep(1)
         assert processor.scale(actors=4)
         status = processor.wait_scaled(120)
@@ -216,9 +187,7 @@ def test_live_scale_from_one_actor_to_four_and_back_never_has_two_writers(kafka,
         status = processor.wait_scaled(120)
         assert len({p.actor_name for p in status.partitions}) == 1
         time.sleep(1)
-    finally:
-        stop.set()
-        emitter.join()
+    truth = stream.truth
     view = make_view().start()
     wait_counts(view, truth, 120)  # graceful hand-overs: exactly the truth
     assert [p.restarts for p in processor.status().partitions] == [0] * PARTITIONS

@@ -1,0 +1,66 @@
+from __future__ import annotations
+
+import pytest
+
+from goka_ray import Config, ConfigError, GroupConfig
+from goka_ray.assignment import plan_actors
+
+
+def test_defaults_need_no_configuration():
+    config = Config.load(None)
+    assert config.group("any") == GroupConfig()
+    assert config.namespace == "goka-ray" and config.view("t").replicas == 1
+
+
+def test_yaml_file_is_loaded_and_validated(tmp_path):
+    path = tmp_path / "goka.yaml"
+    path.write_text(
+        "brokers: k:9092\n"
+        "storage_dir: /data\n"
+        "kafka: {consumer: {fetch.min.bytes: 1}}\n"
+        "groups:\n  clicks: {actors: 2, placement: pack, num_cpus: 1}\n"
+        "views:\n  clicks-table: {replicas: 3}\n"
+    )
+    config = Config.load(path)
+    assert config.brokers == "k:9092" and config.storage_dir == "/data"
+    assert config.group("clicks").actors == 2 and config.group("clicks").placement == "pack"
+    assert config.view("clicks-table").replicas == 3
+    assert config.consumer_config() == {"fetch.min.bytes": 1}
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        ({"brokerz": "x"}, "unknown key brokerz; allowed keys"),
+        ({"groups": {"g": {"actorz": 2}}}, "unknown key groups.g.actorz"),
+        ({"groups": {"g": {"placement": "random"}}}, r"groups.g.placement='random': choose one"),
+        ({"groups": {"g": {"num_cpus": "lots"}}}, "groups.g.num_cpus='lots': expected float"),
+        ({"groups": {"g": {"partitions_per_actor": 0}}}, "partitions_per_actor=0"),
+        ({"kafka": {"admin": {}}}, "kafka: expected a mapping with 'consumer'"),
+    ],
+)
+def test_bad_keys_and_values_name_the_key_path(data, message):
+    with pytest.raises(ConfigError, match=message):
+        Config.from_dict(data)
+
+
+def test_invalid_yaml_is_reported_with_the_file(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("groups: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"bad\.yaml is not valid YAML"):
+        Config.from_yaml(path)
+
+
+def test_with_group_applies_validated_changes():
+    config = Config().with_group("g", actors=4)
+    assert config.group("g").actors == 4
+    with pytest.raises(ConfigError, match="unknown setting"):
+        config.with_group("g", workers=2)
+
+
+def test_actor_plans_pack_and_spread_partitions():
+    assert plan_actors(4) == [[0], [1], [2], [3]]
+    assert plan_actors(4, actors=1) == [[0, 1, 2, 3]]
+    assert plan_actors(4, actors=3) == [[0, 1], [2], [3]]
+    assert plan_actors(5, partitions_per_actor=2) == [[0, 1], [2, 3], [4]]
+    assert plan_actors(2, actors=8) == [[0], [1]]
