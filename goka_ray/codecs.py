@@ -53,7 +53,10 @@ class String:
     def encode(self, value: str) -> bytes:
         if not isinstance(value, str):
             raise _encode_error(self, value, "str")
-        return value.encode("utf-8")
+        try:
+            return value.encode("utf-8")
+        except UnicodeEncodeError as exc:  # lone surrogates have no UTF-8 form
+            raise _encode_error(self, value, f"text that UTF-8 can encode ({exc})") from exc
 
     def decode(self, data: bytes) -> str:
         try:
@@ -90,7 +93,10 @@ class Float:
     def encode(self, value: float) -> bytes:
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise _encode_error(self, value, "float")
-        return _DOUBLE.pack(float(value))
+        try:
+            return _DOUBLE.pack(float(value))
+        except OverflowError as exc:  # an int beyond the double range
+            raise _encode_error(self, value, "a float in the 64-bit IEEE 754 range") from exc
 
     def decode(self, data: bytes) -> float:
         if len(data) != 8:
@@ -117,13 +123,13 @@ class Json:
     def encode(self, value: Any) -> bytes:
         try:
             return json.dumps(value, separators=(",", ":")).encode("utf-8")
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError, RecursionError) as exc:
             raise _encode_error(self, value, f"a JSON-serialisable value ({exc})") from exc
 
     def decode(self, data: bytes) -> Any:
         try:
             return json.loads(data)
-        except (UnicodeDecodeError, ValueError) as exc:
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
             raise _decode_error(self, data, exc) from exc
 
 
@@ -147,6 +153,14 @@ class Pickle:
 def as_codec(codec: Any, where: str) -> Codec:
     """Accept a codec instance or a codec class (instantiated); reject anything else."""
     if isinstance(codec, type):
+        if not (
+            callable(getattr(codec, "encode", None)) and callable(getattr(codec, "decode", None))
+        ):
+            raise CodecError(
+                f"{where}: class {codec.__name__} is not a codec (it lacks encode/decode); pass "
+                f"e.g. goka_ray.codecs.String() or any object with encode(value) -> bytes and "
+                f"decode(bytes) -> value"
+            )
         try:
             codec = codec()
         except TypeError as exc:

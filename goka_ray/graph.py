@@ -9,13 +9,14 @@ graph = define_group(
 
 from __future__ import annotations
 
+import inspect
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from goka_ray.codecs import Codec, as_codec
-from goka_ray.errors import GraphError
+from goka_ray.errors import CodecError, GraphError
 
 if TYPE_CHECKING:
     from goka_ray.context import Context
@@ -60,7 +61,7 @@ def dead_letter_topic(group: str) -> str:
 
 
 def _check_topic(topic: object, edge: str) -> str:
-    if not isinstance(topic, str) or not _TOPIC_NAME.match(topic) or topic in (".", ".."):
+    if not isinstance(topic, str) or not _TOPIC_NAME.fullmatch(topic) or topic in (".", ".."):
         raise GraphError(
             f"{edge}: {topic!r} is not a valid Kafka topic name; use 1-249 characters from "
             f"[a-zA-Z0-9._-]"
@@ -73,7 +74,30 @@ def _check_callback(callback: object, edge: str) -> Callback:
         raise GraphError(
             f"{edge}: callback {callback!r} is not callable; pass a function (ctx, msg) -> None"
         )
+    if inspect.iscoroutinefunction(callback) or inspect.isasyncgenfunction(callback):
+        raise GraphError(
+            f"{edge}: callback {callback!r} is async; callbacks run synchronously, so pass a "
+            f"plain function (ctx, msg) -> None"
+        )
+    try:
+        signature = inspect.signature(callback)
+    except (TypeError, ValueError):  # some builtins have no signature: trust them
+        return callback
+    try:
+        signature.bind(None, None)
+    except TypeError as exc:
+        raise GraphError(
+            f"{edge}: callback {callback!r} cannot be called as callback(ctx, msg) ({exc}); "
+            f"give it two positional parameters"
+        ) from None
     return callback
+
+
+def _check_codec(codec: object, edge: str) -> Codec:
+    try:
+        return as_codec(codec, edge)
+    except CodecError as exc:
+        raise GraphError(str(exc)) from exc
 
 
 @dataclass(frozen=True)
@@ -96,7 +120,7 @@ class Input:
     def __post_init__(self) -> None:
         edge = f"Input({self.topic!r})"
         _check_topic(self.topic, "Input")
-        object.__setattr__(self, "codec", as_codec(self.codec, edge))
+        object.__setattr__(self, "codec", _check_codec(self.codec, edge))
         _check_callback(self.callback, edge)
         if self.on_decode_error not in _DECODE_POLICIES:
             raise GraphError(
@@ -114,7 +138,7 @@ class Persist:
     codec: Codec
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "codec", as_codec(self.codec, "Persist"))
+        object.__setattr__(self, "codec", _check_codec(self.codec, "Persist"))
 
 
 @dataclass(frozen=True)
@@ -126,7 +150,7 @@ class Join:
 
     def __post_init__(self) -> None:
         _check_topic(self.table, "Join")
-        object.__setattr__(self, "codec", as_codec(self.codec, f"Join({self.table!r})"))
+        object.__setattr__(self, "codec", _check_codec(self.codec, f"Join({self.table!r})"))
 
 
 @dataclass(frozen=True)
@@ -138,19 +162,22 @@ class Lookup:
 
     def __post_init__(self) -> None:
         _check_topic(self.table, "Lookup")
-        object.__setattr__(self, "codec", as_codec(self.codec, f"Lookup({self.table!r})"))
+        object.__setattr__(self, "codec", _check_codec(self.codec, f"Lookup({self.table!r})"))
 
 
 @dataclass(frozen=True)
 class Loop:
-    """The group's loopback stream ``<group>-loop``: ``ctx.loopback(key, value)``."""
+    """The group's loopback stream ``<group>-loop``: ``ctx.loopback(key, value)``.
+
+    The callback gets every looped-back value, ``None`` included.
+    """
 
     codec: Codec
     callback: Callback
     on_decode_error: DecodeErrorPolicy = "fail"
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "codec", as_codec(self.codec, "Loop"))
+        object.__setattr__(self, "codec", _check_codec(self.codec, "Loop"))
         _check_callback(self.callback, "Loop")
         if self.on_decode_error not in _DECODE_POLICIES:
             raise GraphError(
@@ -167,7 +194,7 @@ class Output:
 
     def __post_init__(self) -> None:
         _check_topic(self.topic, "Output")
-        object.__setattr__(self, "codec", as_codec(self.codec, f"Output({self.topic!r})"))
+        object.__setattr__(self, "codec", _check_codec(self.codec, f"Output({self.topic!r})"))
 
 
 Edge = Input | Persist | Join | Lookup | Loop | Output
@@ -272,7 +299,7 @@ class GroupGraph:
                 self.loop.codec,
                 self.loop.callback,
                 self.loop.on_decode_error,
-                "ignore",
+                "process",  # only the group writes its loop: ctx.loopback(k, None) arrives as None
             )
 
     def stream_topics(self) -> list[str]:
@@ -315,7 +342,7 @@ def define_group(name: str, *edges: Edge | Sequence[Edge]) -> GroupGraph:
 
     Raises :class:`~goka_ray.errors.GraphError` with what to fix when the graph is malformed.
     """
-    if not isinstance(name, str) or not _TOPIC_NAME.match(f"{name}-table"):
+    if not isinstance(name, str) or not name or not _TOPIC_NAME.fullmatch(f"{name}-table"):
         raise GraphError(
             f"group name {name!r} is not usable: it names the topics '<group>-table' and "
             f"'<group>-loop', so use 1-243 characters from [a-zA-Z0-9._-]"

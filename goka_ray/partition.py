@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from goka_ray.codecs import Codec
+from goka_ray.codecs import Codec, _decode_error
 from goka_ray.context import _UNSET, Context
 from goka_ray.errors import CallbackFailed, CodecError, ContextError, ProcessingError
 from goka_ray.graph import GroupGraph, StreamEdge
@@ -63,7 +63,12 @@ class BatchResult:
 
 @dataclass
 class CoreStats:
-    """Counters of one partition core since it was created."""
+    """Counters of one partition core since it was created.
+
+    ``emitted`` counts the callbacks' emits and loopbacks (dead letters are counted by
+    ``dead_lettered`` only); ``table_writes`` counts changelog records, i.e. the coalesced
+    writes of each batch.
+    """
 
     processed: int = 0
     skipped: int = 0
@@ -200,7 +205,12 @@ class PartitionCore:
             try:
                 key = msg.key.decode() if msg.key is not None else ""
             except UnicodeDecodeError as exc:
-                if not self._undecodable(stream, msg, None, exc, result):
+                error = CodecError(
+                    f"the message key {(msg.key or b'')[:32]!r} is not UTF-8 text ({exc}); "
+                    f"goka-ray keys are strings"
+                )
+                error.__cause__ = exc
+                if not self._undecodable(stream, msg, None, error, result):
                     break
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 continue
@@ -212,9 +222,14 @@ class PartitionCore:
                     continue
                 value = None
             else:
+                data = raw if raw is not None else b""
                 try:
-                    value = stream.codec.decode(raw if raw is not None else b"")
-                except CodecError as exc:
+                    value = stream.codec.decode(data)
+                except Exception as exc:  # a user codec may raise anything: same policy
+                    if not isinstance(exc, CodecError):
+                        wrapped = _decode_error(stream.codec, data, f"{type(exc).__name__}: {exc}")
+                        wrapped.__cause__ = exc
+                        exc = wrapped
                     if not self._undecodable(stream, msg, key, exc, result):
                         break
                     positions[(msg.topic, msg.partition)] = msg.offset + 1
@@ -236,7 +251,7 @@ class PartitionCore:
         stats.processed += result.processed
         stats.skipped += result.skipped
         stats.dead_lettered += result.dead_lettered
-        stats.emitted += len(emits)
+        stats.emitted += len(emits) - result.dead_lettered
         stats.table_writes += len(writes)
         return result
 
@@ -317,4 +332,10 @@ class PartitionCore:
         self, table: str, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
     ) -> int:
         """Apply changelog records of a joined table at this partition."""
-        return self.joins[table].apply_changelog(records, next_offset)
+        joined = self.joins.get(table)
+        if joined is None:
+            declared = ", ".join(repr(t) for t in self.joins) or "none"
+            raise ValueError(
+                f"group {self.group!r} declares no Join({table!r}) (declared joins: {declared})"
+            )
+        return joined.apply_changelog(records, next_offset)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import shutil
 from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 from typing import Protocol
 
@@ -49,6 +49,14 @@ class Storage(Protocol):
 
     def has(self, key: bytes) -> bool: ...
 
+    def set(self, key: bytes, value: bytes) -> None:
+        """Store one value (a batch of one write)."""
+        ...
+
+    def delete(self, key: bytes) -> None:
+        """Remove one key; removing an absent key is not an error."""
+        ...
+
     def iterate(
         self, start: bytes | None = None, end: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
@@ -57,6 +65,10 @@ class Storage(Protocol):
 
     def write(self, batch: WriteBatch) -> None:
         """Apply the batch's writes and offset atomically."""
+        ...
+
+    def batch(self) -> AbstractContextManager[WriteBatch]:
+        """A WriteBatch applied atomically when the ``with`` block ends without error."""
         ...
 
     def offset(self) -> int | None:
@@ -107,12 +119,13 @@ class MemoryStorage(_BatchMixin):
     def iterate(
         self, start: bytes | None = None, end: bytes | None = None
     ) -> Iterator[tuple[bytes, bytes]]:
-        for key in sorted(self._data):
+        # a snapshot, as a LevelDB iterator: writes during the iteration do not disturb it
+        for key, value in sorted(self._data.items()):
             if start is not None and key < start:
                 continue
             if end is not None and key >= end:
                 break
-            yield key, self._data[key]
+            yield key, value
 
     def write(self, batch: WriteBatch) -> None:
         for key, value in batch.writes.items():

@@ -120,13 +120,16 @@ class Tester:
         consumers = self._consumers_of(topic)
         hdrs = headers_list(headers)
         kb = key.encode()
-        p = self._partition(kb)
-        offset = self._next_offset(topic, p)
+        # encode for every consumer first: a value one of them cannot encode delivers nothing
+        encoded: list[bytes | None] = []
         for g in consumers:
             codec = next(s.codec for s in g.streams() if s.topic == topic)
-            raw = None if value is None else codec.encode(value)
+            encoded.append(None if value is None else codec.encode(value))
+        p = self._partition(kb)
+        offset = self._next_offset(topic, p)
+        for g, raw in zip(consumers, encoded, strict=True):
             self._queue.append((g, InputMessage(topic, p, offset, kb, raw, 0, hdrs)))
-        self._record(topic, kb, value, None, hdrs, p, offset)
+        self._record(topic, kb, value, encoded[0], hdrs, p, offset)
         self._run()
 
     def consume_raw(
