@@ -432,8 +432,34 @@ class GroupCoordinator:
     def ping(self) -> str:
         return self.state
 
+    def describe(self) -> GroupInfo:
+        """Brokers, config and table codec of this group, for drivers that attach to it."""
+        graph = self.spec.graph
+        persist = graph.persist
+        return GroupInfo(
+            group=self.group,
+            brokers=self.spec.brokers,
+            config=self.config,
+            table=graph.table_topic if persist is not None else None,
+            table_codec=persist.codec if persist is not None else None,
+            partitions=self.partitions,
+        )
+
 
 def _with_restarts(st: PartitionStatus, restarts: int) -> PartitionStatus:
     from dataclasses import replace
 
     return replace(st, restarts=restarts)
+
+
+@dataclass(frozen=True)
+class GroupInfo:
+    """What a driver attaching to a running group needs (no user code, so it always unpickles)."""
+
+    group: str
+    brokers: str
+    config: Config
+    table: str | None
+    table_codec: Any
+    partitions: int
+    partitioner: Any = None

@@ -21,10 +21,14 @@ import ray
 from goka_ray.errors import StorageError
 from goka_ray.fencing import Lease
 from goka_ray.graph import GroupGraph
+from goka_ray.metrics import PartitionMetrics, ray_sink
 from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
 from goka_ray.status import PartitionStatus
 
 logger = logging.getLogger(__name__)
+
+#: seconds between two metric snapshots of the owned partitions
+METRICS_INTERVAL = 2.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +77,20 @@ class PartitionActor:
         self._lock = threading.Lock()
         self._coordinator: Any = None
         self._node_id = ray.get_runtime_context().get_node_id()
+        self._metrics: dict[int, PartitionMetrics] = {}
+        self._closed = threading.Event()
+        threading.Thread(target=self._report_metrics, daemon=True, name="metrics").start()
+
+    def _report_metrics(self) -> None:
+        """Publish every owned partition's counters and gauges to Ray's metrics agent."""
+        while not self._closed.wait(METRICS_INTERVAL):
+            for p, owned in list(self._owned.items()):
+                try:
+                    if p not in self._metrics:
+                        self._metrics[p] = PartitionMetrics(self.spec.graph.group, p, ray_sink)
+                    self._metrics[p].observe(owned.runner.status())
+                except Exception:  # metrics must never take a partition down
+                    logger.debug("metrics of partition %d failed", p, exc_info=True)
 
     def _renew(self, partition: int, epoch: int) -> bool:
         if self._coordinator is None:

@@ -7,12 +7,15 @@ import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from goka_ray.config import Config
 from goka_ray.errors import GokaRayError
 from goka_ray.graph import GroupGraph
 from goka_ray.status import GroupStatus
+
+if TYPE_CHECKING:
+    from goka_ray.view import View
 
 __all__ = ["Processor", "ensure_ray"]
 
@@ -55,9 +58,44 @@ class Processor:
     ) -> None:
         self.config = Config.load(config)
         self.brokers: str = self.config.resolve_brokers(brokers)
-        self.graph = graph
+        self.graph: GroupGraph | None = graph
         self.group = graph.group
         self._coordinator: Any = None
+
+    @classmethod
+    def attach(
+        cls, group: str, *, namespace: str = "goka-ray", address: str | None = None
+    ) -> Processor:
+        """A handle on a group that already runs on the cluster (started by any driver).
+
+        Status, scale, wait and stop work on it; it needs neither the graph nor the brokers.
+        Raises NoClusterError or UnknownGroupError (listing the running groups).
+        """
+        import ray
+
+        from goka_ray.cluster import connect, coordinator
+
+        connect(namespace, address)
+        handle = coordinator(group, namespace)
+        info = ray.get(handle.describe.remote(), timeout=30)
+        self = cls.__new__(cls)
+        self.config = info.config
+        self.brokers = info.brokers
+        self.graph = None
+        self.group = group
+        self._coordinator = handle
+        return self
+
+    def view(self) -> View:
+        """A View of this group's table (started, or attached to running view actors)."""
+        import ray
+
+        from goka_ray.view import View
+
+        info = ray.get(self._handle().describe.remote(), timeout=30)
+        if info.table is None:
+            raise GokaRayError(f"group {self.group!r} has no table (no Persist edge) to view")
+        return View(self.brokers, info.table, info.table_codec, self.config).start()
 
     def _handle(self) -> Any:
         if self._coordinator is None:
@@ -70,6 +108,10 @@ class Processor:
 
         from actors.coordinator import GroupCoordinator, GroupSpec, coordinator_name
 
+        if self.graph is None:
+            raise GokaRayError(
+                f"processor {self.group!r} was attached, not defined here; it runs already"
+            )
         ensure_ray(self.config.namespace)
         spec = GroupSpec(self.brokers, self.graph, self.config)
         self._coordinator = (
