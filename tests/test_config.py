@@ -64,3 +64,17 @@ def test_actor_plans_pack_and_spread_partitions():
     assert plan_actors(4, actors=3) == [[0, 1], [2], [3]]
     assert plan_actors(5, partitions_per_actor=2) == [[0, 1], [2, 3], [4]]
     assert plan_actors(2, actors=8) == [[0], [1]]
+
+
+def test_the_example_config_file_loads_and_shows_every_default() -> None:
+    import dataclasses
+    from pathlib import Path
+
+    from goka_ray.config import Config, GroupConfig, ViewConfig
+
+    path = Path(__file__).resolve().parent.parent / "goka.yaml"
+    config = Config.from_yaml(path)
+    assert config.brokers == "kafka-1:9092,kafka-2:9092"
+    # the file lists every group and view setting with its default value
+    assert dataclasses.asdict(config.group("clicks")) == dataclasses.asdict(GroupConfig())
+    assert config.view("clicks-table") == ViewConfig()
