@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pickle
+import re
 import struct
 from typing import Any, Protocol, runtime_checkable
 
@@ -16,7 +17,17 @@ import cloudpickle
 
 from goka_ray.errors import CodecError
 
-__all__ = ["Bytes", "Codec", "Float", "Int", "Json", "Pickle", "String", "as_codec"]
+__all__ = [
+    "Bytes",
+    "Codec",
+    "Float",
+    "GokaInt64",
+    "Int",
+    "Json",
+    "Pickle",
+    "String",
+    "as_codec",
+]
 
 _PREFIX_BYTES = 32
 
@@ -84,6 +95,33 @@ class Int:
         if len(data) != 8:
             raise _decode_error(self, data, "expected exactly 8 bytes")
         value: int = _LONG.unpack(data)[0]
+        return value
+
+
+_DECIMAL = re.compile(rb"[+-]?[0-9]+")
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+
+class GokaInt64:
+    """64-bit signed integer as decimal text: Goka's ``codec.Int64`` (``strconv.FormatInt``).
+
+    Decoding accepts exactly what Go's ``strconv.ParseInt(s, 10, 64)`` accepts: an optional
+    sign and ASCII digits, no spaces or underscores, within the signed 64-bit range.
+    """
+
+    def encode(self, value: int) -> bytes:
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise _encode_error(self, value, "int")
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _encode_error(self, value, "an int in the signed 64-bit range")
+        return str(value).encode("ascii")
+
+    def decode(self, data: bytes) -> int:
+        if not _DECIMAL.fullmatch(data):
+            raise _decode_error(self, data, "expected decimal digits with an optional sign")
+        value = int(data)
+        if not _INT64_MIN <= value <= _INT64_MAX:
+            raise _decode_error(self, data, "out of the signed 64-bit range")
         return value
 
 

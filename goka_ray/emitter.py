@@ -30,7 +30,12 @@ class Delivery:
 
 
 class Emitter:
-    """Produces ``key -> value`` messages to ``topic``, partitioned by murmur2 of the key.
+    """Produces ``key -> value`` messages to ``topic``, partitioned by the key.
+
+    The partition is murmur2 of the key, as Kafka's Java client computes it, unless another
+    ``partitioner`` is given: with ``partitioner=GOKA`` (Goka's FNV-1a hasher, which librdkafka
+    does not know) the emitter looks up the topic's partition count once and chooses the
+    partition itself.
 
         with Emitter("kafka:9092", "user-clicks", codecs.String()) as emitter:
             emitter.emit("alice", "click")          # a Future of a Delivery

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import inspect
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -20,16 +20,20 @@ from goka_ray.errors import CodecError, GraphError
 
 if TYPE_CHECKING:
     from goka_ray.context import Context
+    from goka_ray.tables import UpdateCallback
 
 __all__ = [
     "Callback",
+    "ErrorPolicy",
     "GroupGraph",
     "Input",
+    "Inputs",
     "Join",
     "Lookup",
     "Loop",
     "Output",
     "Persist",
+    "Visitor",
     "dead_letter_topic",
     "define_group",
     "loop_stream",
@@ -38,9 +42,12 @@ __all__ = [
 
 Callback = Callable[["Context", Any], None]
 DecodeErrorPolicy = Literal["fail", "skip", "dead_letter"]
+#: what to do when a callback raises: fail the partition, skip the message, or dead-letter it
+ErrorPolicy = Literal["fail", "skip", "dead_letter"]
 NilPolicy = Literal["ignore", "process", "decode"]
 
 _DECODE_POLICIES = ("fail", "skip", "dead_letter")
+_ERROR_POLICIES = ("fail", "skip", "dead_letter")
 _NIL_POLICIES = ("ignore", "process", "decode")
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
@@ -93,6 +100,29 @@ def _check_callback(callback: object, edge: str) -> Callback:
     return callback
 
 
+def _check_update(update: object, edge: str) -> None:
+    if update is None:
+        return
+    hint = "pass a function (ctx, storage, key, value) -> None"
+    if not callable(update):
+        raise GraphError(f"{edge}: update {update!r} is not callable; {hint}")
+    if inspect.iscoroutinefunction(update) or inspect.isasyncgenfunction(update):
+        raise GraphError(
+            f"{edge}: update {update!r} is async; update callbacks run synchronously, {hint}"
+        )
+    try:
+        signature = inspect.signature(update)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(None, None, None, None)
+    except TypeError as exc:
+        raise GraphError(
+            f"{edge}: update {update!r} cannot be called as update(ctx, storage, key, value) "
+            f"({exc}); give it four positional parameters"
+        ) from None
+
+
 def _check_codec(codec: object, edge: str) -> Codec:
     try:
         return as_codec(codec, edge)
@@ -109,6 +139,10 @@ class Input:
     ``<group>-dlq`` topic (``"dead_letter"``).
     ``nil``: messages with a null value (tombstones) are dropped (``"ignore"``, default), passed
     to the callback as ``None`` (``"process"``), or decoded from empty bytes (``"decode"``).
+    ``on_error``: what to do when the callback raises: ``"fail"`` the partition (default),
+    ``"skip"`` the message (its effects are discarded; logged and counted), or forward it raw
+    to ``<group>-dlq`` (``"dead_letter"``). ``ctx.fail()`` and misuse of the context
+    (:class:`~goka_ray.errors.ContextError`) always fail the partition.
     """
 
     topic: str
@@ -116,41 +150,116 @@ class Input:
     callback: Callback
     on_decode_error: DecodeErrorPolicy = "fail"
     nil: NilPolicy = "ignore"
+    on_error: ErrorPolicy = "fail"
 
     def __post_init__(self) -> None:
         edge = f"Input({self.topic!r})"
         _check_topic(self.topic, "Input")
         object.__setattr__(self, "codec", _check_codec(self.codec, edge))
         _check_callback(self.callback, edge)
-        if self.on_decode_error not in _DECODE_POLICIES:
+        _check_policies(edge, self.on_decode_error, self.nil, self.on_error)
+
+
+def _check_policies(edge: str, on_decode_error: object, nil: object, on_error: object) -> None:
+    if on_decode_error not in _DECODE_POLICIES:
+        raise GraphError(
+            f"{edge}: on_decode_error={on_decode_error!r}; choose one of {_DECODE_POLICIES}"
+        )
+    if nil not in _NIL_POLICIES:
+        raise GraphError(f"{edge}: nil={nil!r}; choose one of {_NIL_POLICIES}")
+    if on_error not in _ERROR_POLICIES:
+        raise GraphError(f"{edge}: on_error={on_error!r}; choose one of {_ERROR_POLICIES}")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """Several streams with one codec and one callback (Goka's ``Inputs``).
+
+    ``define_group`` expands it into one :class:`Input` per topic, with the same options.
+    """
+
+    topics: tuple[str, ...]
+    codec: Codec
+    callback: Callback
+    on_decode_error: DecodeErrorPolicy = "fail"
+    nil: NilPolicy = "ignore"
+    on_error: ErrorPolicy = "fail"
+
+    def __init__(
+        self,
+        topics: Iterable[str],
+        codec: Codec,
+        callback: Callback,
+        on_decode_error: DecodeErrorPolicy = "fail",
+        nil: NilPolicy = "ignore",
+        on_error: ErrorPolicy = "fail",
+    ) -> None:
+        if isinstance(topics, str | bytes) or not isinstance(topics, Iterable):
             raise GraphError(
-                f"{edge}: on_decode_error={self.on_decode_error!r}; "
-                f"choose one of {_DECODE_POLICIES}"
+                f"Inputs({topics!r}, ...): pass a list of topic names; for one topic use "
+                f"Input(topic, codec, callback)"
             )
-        if self.nil not in _NIL_POLICIES:
-            raise GraphError(f"{edge}: nil={self.nil!r}; choose one of {_NIL_POLICIES}")
+        names = tuple(topics)
+        if not names:
+            raise GraphError("Inputs([], ...): name at least one topic")
+        for t in names:
+            _check_topic(t, "Inputs")
+        if len(set(names)) != len(names):
+            dup = sorted({t for t in names if names.count(t) > 1})
+            raise GraphError(f"Inputs({list(names)!r}): topics {dup} are listed twice")
+        edge = f"Inputs({list(names)!r})"
+        object.__setattr__(self, "topics", names)
+        object.__setattr__(self, "codec", _check_codec(codec, edge))
+        object.__setattr__(self, "callback", _check_callback(callback, edge))
+        _check_policies(edge, on_decode_error, nil, on_error)
+        object.__setattr__(self, "on_decode_error", on_decode_error)
+        object.__setattr__(self, "nil", nil)
+        object.__setattr__(self, "on_error", on_error)
+
+    def expand(self) -> tuple[Input, ...]:
+        """One Input edge per topic."""
+        return tuple(
+            Input(t, self.codec, self.callback, self.on_decode_error, self.nil, self.on_error)
+            for t in self.topics
+        )
 
 
 @dataclass(frozen=True)
 class Persist:
-    """The group's own table, ``<group>-table``, with values encoded by ``codec``."""
+    """The group's own table, ``<group>-table``, with values encoded by ``codec``.
+
+    ``update(ctx, storage, key, value)``, if given, is called instead of the default store
+    (delete for a None value) for every changelog record applied while the table is recovered
+    or caught up, so it can filter or transform what is stored: ``ctx`` is an
+    :class:`~goka_ray.tables.UpdateContext` (topic, partition, offset, headers), ``storage`` an
+    :class:`~goka_ray.tables.UpdateStorage` (get/has/set/delete of raw bytes), ``value`` the
+    record's raw bytes. The callbacks' own ``ctx.set_value``/``delete`` are stored as they are.
+    """
 
     codec: Codec
+    update: UpdateCallback | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", _check_codec(self.codec, "Persist"))
+        _check_update(self.update, "Persist")
 
 
 @dataclass(frozen=True)
 class Join:
-    """A co-partitioned table: ``ctx.join(table)`` reads the value of the message's key."""
+    """A co-partitioned table: ``ctx.join(table)`` reads the value of the message's key.
+
+    ``update`` works as for :class:`Persist`, on the changelog records of ``table``.
+    """
 
     table: str
     codec: Codec
+    update: UpdateCallback | None = None
 
     def __post_init__(self) -> None:
         _check_topic(self.table, "Join")
-        object.__setattr__(self, "codec", _check_codec(self.codec, f"Join({self.table!r})"))
+        edge = f"Join({self.table!r})"
+        object.__setattr__(self, "codec", _check_codec(self.codec, edge))
+        _check_update(self.update, edge)
 
 
 @dataclass(frozen=True)
@@ -169,20 +278,19 @@ class Lookup:
 class Loop:
     """The group's loopback stream ``<group>-loop``: ``ctx.loopback(key, value)``.
 
-    The callback gets every looped-back value, ``None`` included.
+    The callback gets every looped-back value, ``None`` included. ``on_decode_error`` and
+    ``on_error`` work as for :class:`Input`.
     """
 
     codec: Codec
     callback: Callback
     on_decode_error: DecodeErrorPolicy = "fail"
+    on_error: ErrorPolicy = "fail"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", _check_codec(self.codec, "Loop"))
         _check_callback(self.callback, "Loop")
-        if self.on_decode_error not in _DECODE_POLICIES:
-            raise GraphError(
-                f"Loop: on_decode_error={self.on_decode_error!r}; choose one of {_DECODE_POLICIES}"
-            )
+        _check_policies("Loop", self.on_decode_error, "process", self.on_error)
 
 
 @dataclass(frozen=True)
@@ -197,7 +305,27 @@ class Output:
         object.__setattr__(self, "codec", _check_codec(self.codec, f"Output({self.topic!r})"))
 
 
-Edge = Input | Persist | Join | Lookup | Loop | Output
+@dataclass(frozen=True)
+class Visitor:
+    """A named visitor of the group table (Goka's ``Visitor``).
+
+    Visiting runs ``callback(ctx, meta)`` once for every key of the table (each partition
+    visits its own keys), with a full Context: ``ctx.key`` is the visited key, ``ctx.value()``
+    its value, and ``set_value``/``delete``/``emit``/``loopback`` work as for a message;
+    ``ctx.topic`` is ``"__visit__"`` and ``meta`` is what the visit was started with. The
+    group needs a table (``Persist``).
+    """
+
+    name: str
+    callback: Callback
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not self.name:
+            raise GraphError(f"Visitor({self.name!r}): give the visitor a non-empty str name")
+        _check_callback(self.callback, f"Visitor({self.name!r})")
+
+
+Edge = Input | Persist | Join | Lookup | Loop | Output | Visitor
 
 
 @dataclass(frozen=True)
@@ -209,6 +337,7 @@ class StreamEdge:
     callback: Callback
     on_decode_error: DecodeErrorPolicy
     nil: NilPolicy
+    on_error: ErrorPolicy = "fail"
 
 
 @dataclass(frozen=True)
@@ -223,6 +352,7 @@ class GroupGraph:
     lookups: tuple[Lookup, ...] = field(init=False)
     loop: Loop | None = field(init=False)
     outputs: tuple[Output, ...] = field(init=False)
+    visitors: tuple[Visitor, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         def of(kind: type) -> tuple[Any, ...]:
@@ -243,6 +373,7 @@ class GroupGraph:
         object.__setattr__(self, "lookups", of(Lookup))
         object.__setattr__(self, "loop", at_most_one(Loop))
         object.__setattr__(self, "outputs", of(Output))
+        object.__setattr__(self, "visitors", of(Visitor))
         self._validate()
 
     def _validate(self) -> None:
@@ -250,9 +381,18 @@ class GroupGraph:
         if not self.inputs:
             raise GraphError(f"group {g!r} has no Input edge; add Input(topic, codec, callback)")
         own = {self.table_topic: "the group's table", self.loop_topic: "the group's loop topic"}
+        if self.visitors and self.persist is None:
+            raise GraphError(
+                f"group {g!r}: Visitor({self.visitors[0].name!r}) visits the group table, but "
+                f"the group has none; add Persist(codec)"
+            )
+        names = [v.name for v in self.visitors]
+        if len(set(names)) != len(names):
+            dup = sorted({n for n in names if names.count(n) > 1})
+            raise GraphError(f"group {g!r}: visitor names {dup} are used twice; name them apart")
         seen: dict[str, str] = {}
         for edge in self.edges:
-            if isinstance(edge, Persist | Loop):
+            if isinstance(edge, Persist | Loop | Visitor):
                 continue
             topic = edge.topic if isinstance(edge, Input | Output) else edge.table
             name = f"{type(edge).__name__}({topic!r})"
@@ -284,7 +424,7 @@ class GroupGraph:
 
     @property
     def dead_letter_topic(self) -> str:
-        """``<group>-dlq``: where undecodable messages go under ``dead_letter``."""
+        """``<group>-dlq``: where messages go under a ``dead_letter`` policy."""
         return dead_letter_topic(self.group)
 
     # -- what the runtime needs ---------------------------------------------------------------
@@ -292,7 +432,7 @@ class GroupGraph:
     def streams(self) -> Iterator[StreamEdge]:
         """Every stream the group consumes: its Inputs, then its Loop topic."""
         for e in self.inputs:
-            yield StreamEdge(e.topic, e.codec, e.callback, e.on_decode_error, e.nil)
+            yield StreamEdge(e.topic, e.codec, e.callback, e.on_decode_error, e.nil, e.on_error)
         if self.loop is not None:
             yield StreamEdge(
                 self.loop_topic,
@@ -300,6 +440,7 @@ class GroupGraph:
                 self.loop.callback,
                 self.loop.on_decode_error,
                 "process",  # only the group writes its loop: ctx.loopback(k, None) arrives as None
+                self.loop.on_error,
             )
 
     def stream_topics(self) -> list[str]:
@@ -314,6 +455,13 @@ class GroupGraph:
         topics.extend(j.table for j in self.joins)
         return topics
 
+    def visitor(self, name: str) -> Visitor | None:
+        """The Visitor called ``name``, or None."""
+        for v in self.visitors:
+            if v.name == name:
+                return v
+        return None
+
     def output_codec(self, topic: str) -> Codec | None:
         """The codec of Output ``topic``, or None if the graph declares no such output."""
         for o in self.outputs:
@@ -322,8 +470,12 @@ class GroupGraph:
         return None
 
     def uses_dead_letter(self) -> bool:
-        """Whether any stream forwards undecodable messages to ``<group>-dlq``."""
-        return any(s.on_decode_error == "dead_letter" for s in self.streams())
+        """Whether any stream may forward messages to ``<group>-dlq`` (undecodable ones, or
+        ones whose callback raised)."""
+        return any(
+            s.on_decode_error == "dead_letter" or s.on_error == "dead_letter"
+            for s in self.streams()
+        )
 
     def __repr__(self) -> str:
         return f"GroupGraph({self.group!r}, {', '.join(_edge_repr(e) for e in self.edges)})"
@@ -334,11 +486,15 @@ def _edge_repr(e: Edge) -> str:
         return f"{type(e).__name__}({e.topic!r})"
     if isinstance(e, Join | Lookup):
         return f"{type(e).__name__}({e.table!r})"
+    if isinstance(e, Visitor):
+        return f"Visitor({e.name!r})"
     return type(e).__name__
 
 
-def define_group(name: str, *edges: Edge | Sequence[Edge]) -> GroupGraph:
+def define_group(name: str, *edges: Edge | Inputs | Sequence[Edge | Inputs]) -> GroupGraph:
     """Declare a processor group: its name (= Kafka consumer group id) and its edges.
+
+    :class:`Inputs` edges are expanded into one :class:`Input` per topic.
 
     Raises :class:`~goka_ray.errors.GraphError` with what to fix when the graph is malformed.
     """
@@ -347,16 +503,21 @@ def define_group(name: str, *edges: Edge | Sequence[Edge]) -> GroupGraph:
             f"group name {name!r} is not usable: it names the topics '<group>-table' and "
             f"'<group>-loop', so use 1-243 characters from [a-zA-Z0-9._-]"
         )
-    flat: list[Edge] = []
+    given: list[object] = []
     for e in edges:
         if isinstance(e, list | tuple):
-            flat.extend(e)
+            given.extend(e)
         else:
-            flat.append(e)  # type: ignore[arg-type]
-    for e in flat:
-        if not isinstance(e, Input | Persist | Join | Lookup | Loop | Output):
+            given.append(e)
+    flat: list[Edge] = []
+    for edge in given:
+        if isinstance(edge, Inputs):
+            flat.extend(edge.expand())
+        elif isinstance(edge, Input | Persist | Join | Lookup | Loop | Output | Visitor):
+            flat.append(edge)
+        else:
             raise GraphError(
-                f"group {name!r}: {e!r} is not an edge; use Input, Persist, Join, Lookup, Loop "
-                f"or Output"
+                f"group {name!r}: {edge!r} is not an edge; use Input, Persist, Join, Lookup, "
+                f"Loop, Output, Inputs or Visitor"
             )
     return GroupGraph(name, tuple(flat))

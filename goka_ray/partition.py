@@ -16,19 +16,29 @@ Until ``commit``, callbacks of later batches already see the pending writes.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from goka_ray.codecs import Codec, _decode_error
-from goka_ray.context import _UNSET, Context
-from goka_ray.errors import CallbackFailed, CodecError, ContextError, ProcessingError
+from goka_ray.context import _UNSET, Context, DeferredCommit
+from goka_ray.errors import (
+    CallbackFailed,
+    CodecError,
+    ConfigError,
+    ContextError,
+    ProcessingError,
+)
 from goka_ray.graph import GroupGraph, StreamEdge
-from goka_ray.messages import InputMessage, OutgoingMessage
+from goka_ray.messages import Headers, InputMessage, OutgoingMessage, headers_dict, headers_list
 from goka_ray.storage import MemoryStorage, Storage, WriteBatch
-from goka_ray.tables import TablePartition
+from goka_ray.tables import ChangelogRecord, TablePartition
 
-__all__ = ["BatchResult", "CoreStats", "PartitionCore", "TableReader"]
+__all__ = ["VISIT_TOPIC", "BatchResult", "CoreStats", "PartitionCore", "TableReader"]
+
+#: ``ctx.topic`` of a Visitor's callback
+VISIT_TOPIC = "__visit__"
 
 logger = logging.getLogger(__name__)
 
@@ -45,20 +55,67 @@ class BatchResult:
 
     #: coalesced table writes (key -> encoded value, None = delete), for storage and changelog
     table_writes: dict[bytes, bytes | None] = field(default_factory=dict)
+    #: headers of the changelog record of a key in ``table_writes`` (default headers included);
+    #: keys without headers are absent
+    table_headers: dict[bytes, Headers] = field(default_factory=dict)
     #: emits, loopbacks and dead letters, in the order the callbacks made them
     emits: list[OutgoingMessage] = field(default_factory=list)
     #: next offset to consume per (topic, partition) of the messages handled (processed,
     #: skipped or dead-lettered); commit these once everything above is acknowledged
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     processed: int = 0
+    #: messages skipped: undecodable, ignored tombstones, or whose callback raised (``skip``)
     skipped: int = 0
+    #: messages forwarded to ``<group>-dlq``, undecodable or whose callback raised
     dead_lettered: int = 0
+    #: of the skipped and dead-lettered messages, those whose callback raised (``on_error``)
+    callback_errors: int = 0
+    #: keys visited by :meth:`PartitionCore.visit`
+    visited: int = 0
     #: set when a callback failed; the failing message and the rest of the batch were not applied
     failure: ProcessingError | None = None
+    #: the ``ctx.defer_commit()`` callables of the batch's applied messages, in message order;
+    #: commit ``positions`` only once :meth:`wait_deferred` returned None
+    deferred: list[DeferredCommit] = field(default_factory=list)
+    #: group name, for the errors of :meth:`wait_deferred`
+    group: str = ""
+
+    def wait_deferred(self, timeout: float | None = None) -> ProcessingError | None:
+        """Block until every deferred commit of the batch was called.
+
+        Returns None if all succeeded, else a ProcessingError for the first failed one (in
+        message order) with the error it was called with as ``error``. Raises TimeoutError if
+        some are still not called after ``timeout`` seconds (None waits forever).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for deferred in self.deferred:
+            left = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not deferred.wait(left):
+                pending = sum(1 for d in self.deferred if not d.done)
+                raise TimeoutError(
+                    f"group {self.group!r}: {pending} deferred commit(s) not done after "
+                    f"{timeout}s (first: {deferred!r}); every callable ctx.defer_commit() "
+                    f"returns must be called"
+                )
+        return self.deferred_error()
+
+    def deferred_error(self) -> ProcessingError | None:
+        """The failure of the first deferred commit called with an error, without waiting."""
+        for d in self.deferred:
+            if d.error is not None:
+                return ProcessingError(self.group, d.topic, d.partition, d.offset, d.key, d.error)
+        return None
+
+    @property
+    def deferred_pending(self) -> int:
+        """How many deferred commits of the batch were not called yet."""
+        return sum(1 for d in self.deferred if not d.done)
 
     def changelog(self) -> list[OutgoingMessage]:
-        """The table writes as changelog records (only the last value of each key)."""
-        return [OutgoingMessage("", k, v) for k, v in self.table_writes.items()]
+        """The table writes as changelog records (only the last value of each key), with the
+        headers of that last write (``topic`` is left empty: it is the group table's)."""
+        headers = self.table_headers
+        return [OutgoingMessage("", k, v, headers.get(k)) for k, v in self.table_writes.items()]
 
 
 @dataclass
@@ -67,12 +124,17 @@ class CoreStats:
 
     ``emitted`` counts the callbacks' emits and loopbacks (dead letters are counted by
     ``dead_lettered`` only); ``table_writes`` counts changelog records, i.e. the coalesced
-    writes of each batch.
+    writes of each batch. ``callback_errors`` counts the messages whose callback raised and
+    that the input's ``on_error`` policy skipped or dead-lettered (they are also counted in
+    ``skipped`` or ``dead_lettered``; the rest of those are decode errors and tombstones).
+    ``visited`` counts the keys visitors ran for.
     """
 
     processed: int = 0
     skipped: int = 0
     dead_lettered: int = 0
+    callback_errors: int = 0
+    visited: int = 0
     emitted: int = 0
     table_writes: int = 0
 
@@ -88,6 +150,7 @@ class PartitionCore:
         *,
         joins: Mapping[str, Storage] | None = None,
         lookups: Mapping[str, TableReader] | None = None,
+        default_headers: Mapping[str, str | bytes] | None = None,
     ) -> None:
         self.graph = graph
         self.group = graph.group
@@ -97,7 +160,12 @@ class PartitionCore:
         self.table: TablePartition | None = None
         if graph.persist is not None:
             self.table = TablePartition(
-                graph.table_topic, partition, storage or MemoryStorage(), graph.persist.codec
+                graph.table_topic,
+                partition,
+                storage or MemoryStorage(),
+                graph.persist.codec,
+                update=graph.persist.update,
+                group=self.group,
             )
         joins = joins or {}
         missing = [j.table for j in graph.joins if j.table not in joins]
@@ -106,7 +174,9 @@ class PartitionCore:
                 f"group {self.group!r} partition {partition}: no storage for joins {missing}"
             )
         self.joins: dict[str, TablePartition] = {
-            j.table: TablePartition(j.table, partition, joins[j.table], j.codec)
+            j.table: TablePartition(
+                j.table, partition, joins[j.table], j.codec, update=j.update, group=self.group
+            )
             for j in graph.joins
         }
         lookups = lookups or {}
@@ -115,6 +185,8 @@ class PartitionCore:
         }
         self._outputs: dict[str, Codec] = {o.topic: o.codec for o in graph.outputs}
         self._pending: dict[bytes, bytes | None] = {}
+        #: headers on every changelog record, emit and loopback, under the per-call headers
+        self.default_headers: dict[str, bytes] = headers_dict(headers_list(default_headers))
         self.stats = CoreStats()
 
     # -- what Context calls -------------------------------------------------------------------
@@ -125,6 +197,16 @@ class PartitionCore:
                 f"{call}: group {self.group!r} has no table; add Persist(codec) to define_group"
             )
         return self._table_codec
+
+    def outgoing_headers(self, headers: Mapping[str, str | bytes] | None) -> Headers | None:
+        """Per-call ``headers`` over the default headers, as Kafka pairs (None if neither)."""
+        defaults = self.default_headers
+        if not headers:
+            return list(defaults.items()) if defaults else None
+        pairs = headers_list(headers) or []
+        if not defaults:
+            return pairs
+        return list({**defaults, **dict(pairs)}.items())
 
     def read_own(self, key: bytes) -> bytes | None:
         pending = self._pending
@@ -189,8 +271,9 @@ class PartitionCore:
         Stops at the first failing message: its effects and those of the messages after it are
         not in the result, and ``result.failure`` says what happened.
         """
-        result = BatchResult()
+        result = BatchResult(group=self.group)
         writes = result.table_writes
+        table_headers = result.table_headers
         emits = result.emits
         positions = result.positions
         pending = self._pending
@@ -238,21 +321,94 @@ class PartitionCore:
             try:
                 stream.callback(ctx, value)
             except Exception as exc:
-                result.failure = self._failure(msg, key, exc)
-                break
+                if not self._callback_error(stream, msg, key, exc, result):
+                    break
+                positions[(msg.topic, msg.partition)] = msg.offset + 1
+                continue
             if ctx._write is not _UNSET:
                 kb = key.encode()
                 pending[kb] = writes[kb] = ctx._write
+                if ctx._write_headers is not None:
+                    table_headers[kb] = ctx._write_headers
+                elif kb in table_headers:
+                    del table_headers[kb]
             if ctx._emits:
                 emits.extend(ctx._emits)
+            if ctx._deferred:
+                result.deferred.extend(ctx._deferred)
             positions[(msg.topic, msg.partition)] = msg.offset + 1
             result.processed += 1
+        self._count(result)
+        return result
+
+    def _count(self, result: BatchResult) -> None:
         stats = self.stats
         stats.processed += result.processed
         stats.skipped += result.skipped
         stats.dead_lettered += result.dead_lettered
-        stats.emitted += len(emits) - result.dead_lettered
-        stats.table_writes += len(writes)
+        stats.callback_errors += result.callback_errors
+        stats.visited += result.visited
+        stats.emitted += len(result.emits) - result.dead_lettered
+        stats.table_writes += len(result.table_writes)
+
+    def table_keys(self) -> list[str]:
+        """Every key of the group table, pending writes included, sorted."""
+        if self.table is None:
+            return []
+        keys = {k for k, _ in self.table.storage.iterate()}
+        for k, v in self._pending.items():
+            if v is None:
+                keys.discard(k)
+            else:
+                keys.add(k)
+        return [k.decode("utf-8", "surrogateescape") for k in sorted(keys)]
+
+    def visit(self, name: str, meta: Any = None, keys: Iterable[str] | None = None) -> BatchResult:
+        """Run the Visitor ``name`` as ``callback(ctx, meta)`` for each of ``keys`` (default:
+        every key of the group table, as :meth:`table_keys`).
+
+        The result is published and committed like a batch's (it has no ``positions``). Call
+        it between batches, from the thread that calls :meth:`process`. A raising callback
+        stops the visit: ``result.failure`` names the key (topic ``"__visit__"``, offset -1).
+        """
+        visitor = self.graph.visitor(name)
+        if visitor is None:
+            declared = ", ".join(repr(v.name) for v in self.graph.visitors) or "none"
+            raise ConfigError(
+                f"group {self.group!r} has no Visitor({name!r}); add Visitor({name!r}, "
+                f"callback) to define_group (declared visitors: {declared})"
+            )
+        result = BatchResult(group=self.group)
+        writes = result.table_writes
+        table_headers = result.table_headers
+        pending = self._pending
+        callback = visitor.callback
+        now = int(time.time() * 1000)
+        visiting = self.table_keys() if keys is None else list(keys)
+        for key in visiting:
+            if not isinstance(key, str):
+                raise TypeError(f"visit({name!r}): keys must be str, not {type(key).__name__}")
+        for key in visiting:
+            kb = key.encode("utf-8", "surrogateescape")
+            msg = InputMessage(VISIT_TOPIC, self.partition, -1, kb, None, now, None)
+            ctx = Context(self, msg, key)
+            try:
+                callback(ctx, meta)
+            except Exception as exc:
+                result.failure = self._failure(msg, key, exc)
+                break
+            if ctx._write is not _UNSET:
+                pending[kb] = writes[kb] = ctx._write
+                if ctx._write_headers is not None:
+                    table_headers[kb] = ctx._write_headers
+                elif kb in table_headers:
+                    del table_headers[kb]
+            if ctx._emits:
+                result.emits.extend(ctx._emits)
+            if ctx._deferred:
+                result.deferred.extend(ctx._deferred)
+            result.visited += 1
+        self._count(result)
         return result
 
     def _undecodable(
@@ -264,17 +420,51 @@ class PartitionCore:
         result: BatchResult,
     ) -> bool:
         """Apply the stream's decode-error policy; False means the batch stops (fail)."""
+        return self._reject(stream.on_decode_error, "undecodable", msg, key, exc, result)
+
+    def _callback_error(
+        self,
+        stream: StreamEdge,
+        msg: InputMessage,
+        key: str | None,
+        exc: Exception,
+        result: BatchResult,
+    ) -> bool:
+        """Apply the stream's on_error policy to a raising callback; False = the batch stops.
+
+        ``ctx.fail()`` and context misuse (ContextError: the graph is wrong) always fail.
+        """
+        policy = stream.on_error
+        if isinstance(exc, CallbackFailed | ContextError):
+            policy = "fail"
+        if policy != "fail":
+            result.callback_errors += 1
+        return self._reject(policy, "callback", msg, key, exc, result)
+
+    def _reject(
+        self,
+        policy: str,
+        stage: str,
+        msg: InputMessage,
+        key: str | None,
+        exc: Exception,
+        result: BatchResult,
+    ) -> bool:
+        """Fail, skip or dead-letter a message; False means the batch stops (fail)."""
         where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-        if stream.on_decode_error == "fail":
+        what = "undecodable message" if stage == "undecodable" else "message whose callback raised"
+        if policy == "fail":
             result.failure = self._failure(msg, key, exc)
             return False
-        if stream.on_decode_error == "skip":
-            logger.warning("group %s: skipping undecodable message %s: %s", self.group, where, exc)
+        if policy == "skip":
+            logger.warning("group %s: skipping %s %s: %s", self.group, what, where, exc)
             result.skipped += 1
             return True
+        error = str(exc) if stage == "undecodable" else f"{type(exc).__name__}: {exc}"
         headers = list(msg.headers or ())
         headers += [
-            ("goka-ray.error", str(exc).encode()),
+            ("goka-ray.error", error.encode()),
+            ("goka-ray.stage", stage.encode()),
             ("goka-ray.topic", msg.topic.encode()),
             ("goka-ray.partition", str(msg.partition).encode()),
             ("goka-ray.offset", str(msg.offset).encode()),
@@ -283,7 +473,7 @@ class PartitionCore:
             OutgoingMessage(self.graph.dead_letter_topic, msg.key, msg.value, headers)
         )
         result.dead_lettered += 1
-        logger.warning("group %s: dead-lettered undecodable message %s: %s", self.group, where, exc)
+        logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, exc)
         return True
 
     def _failure(self, msg: InputMessage, key: str | None, exc: Exception) -> ProcessingError:
@@ -321,17 +511,26 @@ class PartitionCore:
     # -- recovery -----------------------------------------------------------------------------
 
     def recover(
-        self, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
+        self,
+        records: Iterable[tuple[bytes | None, bytes | None] | ChangelogRecord],
+        next_offset: int,
     ) -> int:
-        """Apply changelog records of the group table; returns how many were applied."""
+        """Apply changelog records of the group table; returns how many were applied.
+
+        Records go through the ``Persist(update=...)`` callback if the graph gives one.
+        """
         if self.table is None:
             raise ContextError(f"group {self.group!r} has no table to recover")
         return self.table.apply_changelog(records, next_offset)
 
     def recover_join(
-        self, table: str, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
+        self,
+        table: str,
+        records: Iterable[tuple[bytes | None, bytes | None] | ChangelogRecord],
+        next_offset: int,
     ) -> int:
-        """Apply changelog records of a joined table at this partition."""
+        """Apply changelog records of a joined table at this partition (through the
+        ``Join(update=...)`` callback if the graph gives one)."""
         joined = self.joins.get(table)
         if joined is None:
             declared = ", ".join(repr(t) for t in self.joins) or "none"

@@ -5,45 +5,183 @@ Used for the group table, joined tables, lookup copies and views alike.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
 
 from goka_ray.codecs import Codec
+from goka_ray.errors import ProcessingError
+from goka_ray.messages import Headers, headers_dict
 from goka_ray.partitioner import MURMUR2, Partitioner
 from goka_ray.storage import Storage, WriteBatch
 
-__all__ = ["PartitionedTable", "TablePartition"]
+__all__ = [
+    "ChangelogRecord",
+    "PartitionedTable",
+    "TablePartition",
+    "UpdateCallback",
+    "UpdateContext",
+    "UpdateStorage",
+    "default_update",
+]
+
+
+class ChangelogRecord(NamedTuple):
+    """A changelog record with its coordinates, for :meth:`TablePartition.apply_changelog`.
+
+    Plain ``(key, value)`` pairs are accepted too; they reach an update callback with
+    ``offset=-1`` and no headers.
+    """
+
+    key: bytes | None
+    value: bytes | None
+    offset: int = -1
+    headers: Headers | None = None
+
+
+@dataclass(frozen=True)
+class UpdateContext:
+    """Where the changelog record an update callback gets comes from (Goka's UpdateContext).
+
+    ``offset`` is -1 when the feeder did not say.
+    """
+
+    topic: str
+    partition: int
+    offset: int
+    headers: dict[str, bytes] = field(default_factory=dict)
+
+
+def _key_bytes(key: str | bytes) -> bytes:
+    if isinstance(key, str):
+        return key.encode("utf-8", "surrogateescape")
+    if isinstance(key, bytes | bytearray):
+        return bytes(key)
+    raise TypeError(f"table key {key!r} must be str or bytes")
+
+
+class UpdateStorage:
+    """The table partition as an update callback sees it.
+
+    Writes go into the batch being applied (atomically with the changelog offset, keeping the
+    key count right); reads see the batch's earlier writes. Keys may be str or bytes.
+    """
+
+    __slots__ = ("_batch", "_storage")
+
+    def __init__(self, storage: Storage, batch: WriteBatch) -> None:
+        self._storage = storage
+        self._batch = batch
+
+    def get(self, key: str | bytes) -> bytes | None:
+        """The stored (raw, encoded) value of ``key``, or None."""
+        kb = _key_bytes(key)
+        writes = self._batch.writes
+        if kb in writes:
+            return writes[kb]
+        return self._storage.get(kb)
+
+    def has(self, key: str | bytes) -> bool:
+        return self.get(key) is not None
+
+    def set(self, key: str | bytes, value: bytes) -> None:
+        """Store the raw (encoded) ``value`` for ``key``."""
+        if not isinstance(value, bytes | bytearray):
+            raise TypeError(
+                f"update callback: storage.set({key!r}, ...) needs the encoded value as bytes, "
+                f"not {type(value).__name__}; encode it with the table's codec"
+            )
+        self._batch.writes[_key_bytes(key)] = bytes(value)
+
+    def delete(self, key: str | bytes) -> None:
+        """Remove ``key``."""
+        self._batch.writes[_key_bytes(key)] = None
+
+
+#: ``update(ctx, storage, key, value)``: store a changelog record (value None = tombstone)
+UpdateCallback = Callable[[UpdateContext, UpdateStorage, str, bytes | None], None]
+
+
+def default_update(
+    ctx: UpdateContext, storage: UpdateStorage, key: str, value: bytes | None
+) -> None:
+    """What a table does without an update callback: store the value, delete on None."""
+    if value is None:
+        storage.delete(key)
+    else:
+        storage.set(key, value)
 
 
 class TablePartition:
-    """One partition of a table: decoded reads and changelog application."""
+    """One partition of a table: decoded reads and changelog application.
 
-    def __init__(self, topic: str, partition: int, storage: Storage, codec: Codec) -> None:
+    ``update`` (see :class:`~goka_ray.graph.Persist`) replaces the default store/delete of each
+    changelog record applied; ``group`` names the group in the errors it raises.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        partition: int,
+        storage: Storage,
+        codec: Codec,
+        *,
+        update: UpdateCallback | None = None,
+        group: str = "",
+    ) -> None:
         self.topic = topic
         self.partition = partition
         self.storage = storage
         self.codec = codec
+        self.update = update
+        self.group = group
 
     def get(self, key: str) -> Any:
         raw = self.storage.get(key.encode("utf-8"))
         return None if raw is None else self.codec.decode(raw)
 
     def apply_changelog(
-        self, records: Iterable[tuple[bytes | None, bytes | None]], next_offset: int
+        self,
+        records: Iterable[tuple[bytes | None, bytes | None] | ChangelogRecord],
+        next_offset: int,
     ) -> int:
         """Write changelog records (value None = tombstone) and the offset reached, atomically.
 
-        Returns the number of records applied. Records without a key cannot belong to a
-        table and are ignored.
+        ``records`` are ``(key, value)`` pairs or :class:`ChangelogRecord` (which give an update
+        callback the record's offset and headers). Returns the number of records applied.
+        Records without a key cannot belong to a table and are ignored. If the update callback
+        raises, nothing of the batch is written and a :class:`~goka_ray.errors.ProcessingError`
+        names the record.
         """
         batch = WriteBatch()
         writes = batch.writes
         n = 0
-        for key, value in records:
-            if key is None:
-                continue
-            writes[key] = value
-            n += 1
+        update = self.update
+        if update is None:
+            for record in records:
+                key = record[0]
+                if key is None:
+                    continue
+                writes[key] = record[1]
+                n += 1
+        else:
+            view = UpdateStorage(self.storage, batch)
+            for record in records:
+                key = record[0]
+                if key is None:
+                    continue
+                offset, headers = -1, None
+                if isinstance(record, ChangelogRecord):
+                    offset, headers = record.offset, record.headers
+                text = key.decode("utf-8", "surrogateescape")
+                ctx = UpdateContext(self.topic, self.partition, offset, headers_dict(headers))
+                try:
+                    update(ctx, view, text, record[1])
+                except Exception as exc:
+                    raise ProcessingError(
+                        self.group, self.topic, self.partition, offset, text, exc
+                    ) from exc
+                n += 1
         batch.offset = next_offset
         self.storage.write(batch)
         return n

@@ -9,7 +9,7 @@ from goka_ray import codecs
 from goka_ray.emitter import Delivery, Emitter
 from goka_ray.errors import GokaRayError
 from goka_ray.kafka import TopicManager, make_consumer
-from goka_ray.partitioner import MURMUR2
+from goka_ray.partitioner import GOKA, MURMUR2
 
 
 @pytest.fixture
@@ -56,3 +56,17 @@ def test_closed_emitter_refuses_to_emit_and_bad_keys_are_rejected(kafka, topic):
     emitter.close()
     with pytest.raises(GokaRayError, match="closed"):
         emitter.emit("k", "v")
+
+
+def test_goka_partitioner_places_keys_by_fnv1a(kafka, unique):
+    name = f"{unique}-goka"
+    with TopicManager(kafka.bootstrap_servers) as topics:
+        topics.ensure_stream(name, 7)
+    keys = [f"user-{i}" for i in range(60)] + ["goka-13897L2"]  # the last hashes to int32 min
+    with Emitter(kafka.bootstrap_servers, name, codecs.String(), partitioner=GOKA) as emitter:
+        deliveries = [emitter.emit(k, "x").result(30) for k in keys]
+    expected = {k: GOKA.partition(k.encode(), 7) for k in keys}
+    assert {k: d.partition for k, d in zip(keys, deliveries, strict=True)} == expected
+    placed = {k.decode(): p for p, _, k, _ in read_topic(kafka.bootstrap_servers, name, 7) if k}
+    assert placed == expected
+    assert expected != {k: MURMUR2.partition(k.encode(), 7) for k in keys}
