@@ -15,6 +15,10 @@ their path and what is allowed.
         max_restarts: 10                    # replacements of crashed actors, then fail
         batch_size: 5000
         initial_offset: earliest            # earliest | latest, for a new group
+        standby_replicas: 0                 # passive, changelog-following copies per partition
+        recover_ahead: false                # recover all tables before any partition processes
+        processing_guarantee: at_least_once # at_least_once | exactly_once (Kafka transactions)
+        partitioner: murmur2                # murmur2 (Kafka's Java client) | goka (Goka's FNV-1a)
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -50,6 +54,18 @@ class GroupConfig:
     max_restarts: int = 10
     batch_size: int = 5000
     initial_offset: Literal["earliest", "latest"] = "earliest"
+    #: passive copies per partition, on other nodes where the cluster has them; a standby
+    #: follows the changelog and takes over a dead owner's partition after only the tail
+    standby_replicas: int = 0
+    #: recover every partition's table before any partition starts processing
+    recover_ahead: bool = False
+    #: ``at_least_once`` (Goka's guarantee) or ``exactly_once``: each batch's changelog
+    #: writes, emits and input offsets in one Kafka transaction (needs a broker with
+    #: transactions; consumers read ``read_committed``)
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: key -> partition: ``murmur2`` (Kafka's Java client) or ``goka`` (Goka's FNV-1a hasher,
+    #: to share topics with Go processors built on Goka's defaults)
+    partitioner: Literal["murmur2", "goka"] = "murmur2"
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -58,8 +74,14 @@ class GroupConfig:
         if self.num_cpus < 0:
             raise ConfigError(f"num_cpus={self.num_cpus}: use a number >= 0")
         _positive(self.batch_size, "batch_size")
+        if not isinstance(self.standby_replicas, int) or self.standby_replicas < 0:
+            raise ConfigError(
+                f"standby_replicas={self.standby_replicas!r}: use a whole number >= 0"
+            )
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts={self.max_restarts}: use a whole number >= 0")
+        for name in ("initial_offset", "processing_guarantee", "partitioner", "placement"):
+            _one_of(self, name)
 
 
 @dataclass(frozen=True)
@@ -167,6 +189,14 @@ class Config:
         return cls.from_dict(config)
 
 
+def _one_of(config: object, name: str) -> None:
+    """Reject a value outside a Literal field's choices (also when built without _build)."""
+    allowed = get_args(get_type_hints(type(config))[name])
+    value = getattr(config, name)
+    if value not in allowed:
+        raise ConfigError(f"{name}={value!r}: choose one of {list(allowed)}")
+
+
 def _positive(value: int, name: str) -> None:
     if not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name}={value!r}: use a whole number >= 1")
@@ -203,6 +233,8 @@ def _check_type(value: Any, hint: Any, path: str) -> None:
     for option in options:
         base = get_origin(option) or option
         if base is float and isinstance(value, int | float) and not isinstance(value, bool):
+            return
+        if base is bool and isinstance(value, bool):
             return
         if base is int and isinstance(value, int) and not isinstance(value, bool):
             return

@@ -3,10 +3,18 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import time
+from collections.abc import Iterable, Mapping
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicCollection,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from goka_ray.errors import BrokerError, TopicError
@@ -18,6 +26,7 @@ __all__ = [
     "caught_up",
     "check_brokers",
     "client_config",
+    "end_offsets",
     "make_consumer",
     "make_producer",
 ]
@@ -102,6 +111,35 @@ class TopicManager:
             return self._admin.list_topics(topic=topic, timeout=self.timeout)
         except KafkaException as exc:
             raise _unreachable(self.brokers, self.timeout, exc) from exc
+
+    def topic_ids(self, topics: Iterable[str]) -> dict[str, str]:
+        """The broker's topic id (a UUID, new whenever a topic is re-created) of each topic.
+
+        Topics the broker reports no id for (older brokers, missing topics, describe not
+        supported) are left out, so callers fall back to other checks.
+        """
+        names = sorted(set(topics))
+        if not names:
+            return {}
+        try:
+            futures = self._admin.describe_topics(
+                TopicCollection(names), request_timeout=self.timeout
+            )
+        except (KafkaException, NotImplementedError, TypeError) as exc:
+            logger.debug("describe_topics is not available at %s: %s", self.brokers, exc)
+            return {}
+        ids: dict[str, str] = {}
+        for name, future in futures.items():
+            try:
+                description = future.result(timeout=self.timeout + 5)
+            except Exception as exc:  # per topic: missing, not authorised, not supported
+                logger.debug("no topic id for %s at %s: %s", name, self.brokers, exc)
+                continue
+            topic_id = getattr(description, "topic_id", None)
+            text = str(topic_id) if topic_id is not None else ""
+            if text and text.strip("A=") and text != "00000000-0000-0000-0000-000000000000":
+                ids[name] = text  # an all-zero id means "no id"
+        return ids
 
     def partitions(self, topic: str) -> int | None:
         """The partition count of ``topic``, or None if it does not exist."""
@@ -195,13 +233,83 @@ def caught_up(consumer: Consumer, topic: str, partition: int, next_offset: int |
     Partition-EOF events alone are not enough: some brokers (Tansu) never send one while the
     partition is being written continuously, and ListOffsets may under-report the end.
     ``next_offset`` is the next offset to read, or None if nothing was read yet.
+
+    Transaction markers (control records) take offsets but are never handed to the
+    application, so a partition written transactionally ends with one: the consumer's own
+    position, which moves past them, counts too. With ``isolation.level=read_committed`` the
+    readable end is the last stable offset, below the high watermark while a transaction is
+    open; the consumer then reports partition EOF there, which callers also treat as the end.
     """
+    tp = TopicPartition(topic, partition)
     try:
-        low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        low, high = consumer.get_watermark_offsets(tp, cached=True)
     except KafkaException:
         return False
     if high < 0:
         return False  # no fetch response yet
-    if next_offset is None:
-        return bool(low >= 0 and low >= high)  # empty partition
-    return bool(next_offset >= high)
+    try:
+        position = consumer.position([tp])[0].offset
+    except KafkaException:
+        position = -1
+    reached = max(next_offset if next_offset is not None else -1, position)
+    if reached < 0:
+        return bool(low >= 0 and low >= high)  # nothing read: only an empty partition is done
+    return bool(reached >= high)
+
+
+def end_offsets(
+    consumer: Consumer, partitions: Iterable[tuple[str, int]], timeout: float = 10.0
+) -> dict[tuple[str, int], int]:
+    """The end (high watermark: the offset the next record will get) of each partition.
+
+    ListOffsets alone is not trusted (Tansu answers the base offset of the last record batch
+    + 1): the consumer is assigned just before the listed end and reads to the end, and the
+    larger of what it read and the fetch response's high watermark is taken. Leaves the
+    consumer unassigned. Partitions the consumer cannot confirm within ``timeout`` keep
+    their listed end.
+    """
+    wanted = list(dict.fromkeys(partitions))
+    if not wanted:
+        return {}
+    ends: dict[tuple[str, int], int] = {}
+    probes = []
+    for topic, partition in wanted:
+        tp = TopicPartition(topic, partition)
+        try:
+            low, high = consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+        except KafkaException as exc:
+            raise BrokerError(f"cannot read the end offset of {topic}[{partition}]: {exc}") from exc
+        ends[(topic, partition)] = max(high, 0)
+        probes.append(TopicPartition(topic, partition, max(low, high - 1, 0)))
+    consumer.assign(probes)
+    pending = set(ends)
+    deadline = time.monotonic() + timeout
+    try:
+        while pending and time.monotonic() < deadline:
+            for m in consumer.consume(1000, timeout=0.2):
+                key = (m.topic(), m.partition())
+                err = m.error()
+                if err is not None:
+                    if err.code() == KafkaError._PARTITION_EOF:
+                        pending.discard(key)
+                    continue
+                ends[key] = max(ends[key], m.offset() + 1)
+            for key in list(pending):
+                if caught_up(consumer, key[0], key[1], None):
+                    pending.discard(key)
+        for topic, partition in wanted:
+            try:
+                _, high = consumer.get_watermark_offsets(
+                    TopicPartition(topic, partition), cached=True
+                )
+            except KafkaException:
+                continue
+            ends[(topic, partition)] = max(ends[(topic, partition)], high)
+    finally:
+        consumer.unassign()
+    if pending:
+        logger.warning(
+            "could not confirm the end of %s by reading; using the ListOffsets answer",
+            sorted(pending),
+        )
+    return ends

@@ -13,35 +13,87 @@ Order of work for each batch (at-least-once, as Goka):
   5. write the table batch and the changelog offset reached to LevelDB, atomically;
   6. commit the input offsets.
 A crash anywhere before 6 re-processes the batch; the table is never ahead of its changelog.
+
+Exactly-once (``processing_guarantee="exactly_once"``): steps 4 and 6 are one Kafka
+transaction per batch (begin; produce the changelog records and emits; send the input
+offsets to the transaction; commit), and step 5 follows the commit. The producer's
+``transactional.id`` is derived from group and partition (:func:`transactional_id`), so a new
+owner's ``init_transactions`` fences a zombie (:class:`~goka_ray.errors.FencedError`) and
+ends what it left open; every consumer reads ``read_committed``. A crash before the commit
+leaves nothing committed; a crash after it leaves LevelDB behind the changelog, and recovery
+replays the committed tail.
+
+At the first recovery each local table copy is checked against its changelog: a copy whose
+stored offset lies beyond the changelog's end, or that was built from a topic of the same
+name with another topic id (deleted and re-created, or another cluster), is discarded and
+rebuilt from the changelog (Goka issues #396 and #415).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import os
+import queue
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
-from goka_ray.errors import BrokerError, FencedError, ProcessingError
+from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
 from goka_ray.graph import GroupGraph
-from goka_ray.kafka import caught_up, make_consumer, make_producer
-from goka_ray.messages import InputMessage, OutgoingMessage
+from goka_ray.kafka import TopicManager, caught_up, end_offsets, make_consumer, make_producer
+from goka_ray.messages import Headers, InputMessage, OutgoingMessage
 from goka_ray.partition import BatchResult, PartitionCore
-from goka_ray.partitioner import MURMUR2, Partitioner
+from goka_ray.partitioner import Partitioner, partitioner_named
 from goka_ray.storage import LevelDBStorage, Storage, partition_dir
-from goka_ray.tables import PartitionedTable, TablePartition
+from goka_ray.tables import ChangelogRecord, PartitionedTable, TablePartition
 
-__all__ = ["PartitionRunner", "RunnerConfig", "RunnerState", "RunnerStatus"]
+__all__ = [
+    "TXN_HEADER",
+    "TXN_ID_HEADER",
+    "PartitionRunner",
+    "RunnerConfig",
+    "RunnerState",
+    "RunnerStatus",
+    "transactional_id",
+]
 
 logger = logging.getLogger(__name__)
 
 _OFFSET_INVALID = -1001
+
+#: header on every record written in an exactly-once transaction: the input offsets the
+#: batch consumed, ``<topic>=<first>-<next>`` per input topic, comma separated
+TXN_HEADER = "goka-ray.txn"
+#: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
+TXN_ID_HEADER = "goka-ray.txn-id"
+#: file in a LevelDB copy's directory naming the changelog it was built from
+IDENTITY_FILE = "goka-ray-changelog.json"
+#: aborted transactions in a row (each batch retried from its first offset) before failing
+MAX_ABORTS = 3
+#: librdkafka error codes meaning "another producer with this transactional.id took over"
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+}
+
+
+def transactional_id(group: str, partition: int) -> str:
+    """The ``transactional.id`` of a partition's producer under exactly-once.
+
+    One per group and partition, stable across restarts and hosts: whoever owns the
+    partition next fences the previous owner by initialising transactions under it.
+    """
+    return f"goka-ray.{group}.{partition}"
 
 
 class RunnerState(enum.StrEnum):
@@ -68,12 +120,29 @@ class RunnerConfig:
     recovery_batch_size: int = 20000
     #: where a group with no committed offset starts reading its inputs
     initial_offset: Literal["earliest", "latest"] = "earliest"
+    #: at_least_once (as Goka), or exactly_once: each batch's changelog writes, emits and
+    #: input offsets in one Kafka transaction, consumers reading ``read_committed``
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    #: the partitioner (by name, see :func:`goka_ray.partitioner.partitioner_named`) used
+    #: when the runner is not given one
+    partitioner: Literal["murmur2", "goka"] = "murmur2"
     #: how long to wait for Kafka to acknowledge a batch's writes before failing
     delivery_timeout: float = 60.0
     #: how often the loop refreshes lag figures (seconds)
     lag_interval: float = 2.0
+    #: how often a recovered runner waiting for ``go`` (hand-over, standby) reads the tail
+    follow_interval: float = 1.0
+    #: how long a batch waits for its ``ctx.defer_commit()`` callables before the partition
+    #: fails (its offsets are committed only once they are all called)
+    deferred_timeout: float = 300.0
+    #: headers on every changelog record, emit and loopback (under the per-call headers)
+    default_headers: Mapping[str, str | bytes] = field(default_factory=dict)
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def exactly_once(self) -> bool:
+        return self.processing_guarantee == "exactly_once"
 
 
 @dataclass(frozen=True)
@@ -94,9 +163,16 @@ class RunnerStatus:
     emitted: int
     recovered: int
     error: str | None = None
+    #: of skipped and dead-lettered messages, those whose callback raised (``on_error``)
+    callback_errors: int = 0
+    #: keys visited by :meth:`PartitionRunner.visit`
+    visited: int = 0
+    #: changelog records of aborted transactions skipped in recovery (brokers that do not
+    #: filter them for read_committed consumers; exactly-once only)
+    aborted_skipped: int = 0
 
 
-Records = list[tuple[bytes | None, bytes | None]]
+Records = list[tuple[bytes | None, bytes | None] | ChangelogRecord]
 
 
 class PartitionRunner:
@@ -107,6 +183,7 @@ class PartitionRunner:
     ``fence`` is called before each batch is published and committed; it raises
     :class:`~goka_ray.errors.FencedError` if this runner no longer owns the partition.
     ``epoch`` (the owner's assignment number) is written as a header on changelog records.
+    ``partitioner`` defaults to the one ``config.partitioner`` names.
     """
 
     def __init__(
@@ -117,7 +194,7 @@ class PartitionRunner:
         *,
         storage_dir: str | Path,
         config: RunnerConfig | None = None,
-        partitioner: Partitioner = MURMUR2,
+        partitioner: Partitioner | None = None,
         fence: Callable[[], None] | None = None,
         epoch: int | None = None,
     ) -> None:
@@ -126,7 +203,7 @@ class PartitionRunner:
         self.group = graph.group
         self.partition = partition
         self.config = config or RunnerConfig()
-        self.partitioner = partitioner
+        self.partitioner = partitioner or partitioner_named(self.config.partitioner)
         self._fence = fence
         # changelog records carry the writer's epoch: who wrote what stays visible
         self._changelog_headers = (
@@ -143,6 +220,15 @@ class PartitionRunner:
         self._tables: dict[tuple[str, int], TablePartition] = {}
         self._closed = False
         self._fenced = False
+        self._exactly_once = self.config.exactly_once
+        #: exactly-once: transactions initialised / a transaction open / aborts in a row
+        self._transactions_ready = False
+        self._in_transaction = False
+        self._aborts = 0
+        self._transactions = 0
+        self._txn_prefix = uuid.uuid4().hex[:12]
+        #: records of aborted transactions skipped during recovery (see _AbortedWriteGuard)
+        self._aborted_skipped = 0
 
         base = Path(storage_dir)
         self._storages: list[Storage] = []
@@ -155,13 +241,26 @@ class PartitionRunner:
             j.table: self._open(partition_dir(base, self.group, j.table, partition))
             for j in graph.joins
         }
-        self.core = PartitionCore(graph, partition, table_storage, joins=joins)
+        self.core = PartitionCore(
+            graph,
+            partition,
+            table_storage,
+            joins=joins,
+            default_headers=self.config.default_headers or None,
+        )
+        self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
 
         consumer_config = dict(self.config.consumer_config)
+        producer_config = dict(self.config.producer_config)
+        if self._exactly_once:
+            # never read what an open or aborted transaction wrote (this is librdkafka's
+            # default, but a user setting must not turn it off under exactly-once)
+            consumer_config["isolation.level"] = "read_committed"
+            producer_config["transactional.id"] = transactional_id(self.group, partition)
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
         self._producer = make_producer(
-            brokers, partitioner=partitioner, config=self.config.producer_config
+            brokers, partitioner=self.partitioner, config=producer_config
         )
         self._lookup_dir = base / self.group / f"lookups-of-{partition:04d}"
         self._input_topics = set(graph.stream_topics())
@@ -198,6 +297,9 @@ class PartitionRunner:
             emitted=stats.emitted,
             recovered=self._recovered,
             error=None if self._error is None else str(self._error),
+            callback_errors=stats.callback_errors,
+            visited=stats.visited,
+            aborted_skipped=self._aborted_skipped,
         )
 
     # -- recovery -----------------------------------------------------------------------------
@@ -210,16 +312,19 @@ class PartitionRunner:
         some brokers under-report). Safe to call again to catch up a tail. Returns the number
         of records applied by this call.
         """
-        self._state = RunnerState.RECOVERING
+        if self._state != RunnerState.RECOVERED:  # a tail read after recovery stays recovered
+            self._state = RunnerState.RECOVERING
         started = time.monotonic()
         if not self._tables:
             self._open_tables()
+            self._check_local_copies()
         starts = [
             TopicPartition(topic, part, OFFSET_BEGINNING if t.offset is None else t.offset)
             for (topic, part), t in self._tables.items()
         ]
         applied = self._read_to_end(starts) if starts else 0
-        logger.info(
+        logger.log(
+            logging.INFO if applied else logging.DEBUG,
             "group %s partition %d recovered %d records in %.2fs",
             self.group,
             self.partition,
@@ -245,6 +350,56 @@ class PartitionRunner:
             lookup = PartitionedTable(topic, [p.storage for p in parts], self.partitioner)
             self.core.connect_lookup(topic, lookup)
 
+    def _check_local_copies(self) -> None:
+        """Discard local table copies that do not belong to their changelog any more.
+
+        A copy is stale when its stored changelog offset lies beyond the changelog's end (the
+        topic was deleted and re-created with fewer records, or the directory was filled from
+        another cluster), or when the broker's topic id differs from the one recorded when
+        the copy was built (re-created topic; needs a broker that reports topic ids). Reading
+        on from a stale offset would silently keep old values or skip the new records; the
+        changelog is the source of truth, so the copy is wiped and rebuilt from it.
+        """
+        tables = self._tables
+        with TopicManager(self.brokers) as topics:
+            ids = topics.topic_ids({topic for topic, _ in tables})
+        stored = {tp: t.offset for tp, t in tables.items() if t.offset is not None}
+        ends = end_offsets(self._consumer, stored, timeout=10) if stored else {}
+        for tp, table in tables.items():
+            path = getattr(table.storage, "path", None)
+            identity = _read_identity(path)
+            topic_id = ids.get(tp[0])
+            offset = stored.get(tp)
+            why = None
+            if identity.get("topic_id") and topic_id and identity["topic_id"] != topic_id:
+                why = (
+                    f"it was built from a topic {tp[0]!r} with id {identity['topic_id']}, but "
+                    f"the broker's topic of that name has id {topic_id} (deleted and "
+                    f"re-created, or another cluster)"
+                )
+            elif offset is not None and offset > ends.get(tp, offset):
+                why = (
+                    f"it is at changelog offset {offset}, beyond the end of {tp[0]}[{tp[1]}] at "
+                    f"{ends[tp]} (the topic was deleted and re-created, or this directory "
+                    f"belongs to another cluster)"
+                )
+            if why is not None:
+                logger.warning(
+                    "group %s partition %d: the local copy of %s[%d] in %s does not match its "
+                    "changelog: %s. Discarding the local copy (%d keys) and rebuilding it from "
+                    "the changelog.",
+                    self.group,
+                    self.partition,
+                    tp[0],
+                    tp[1],
+                    path if path is not None else "memory",
+                    why,
+                    len(table),
+                )
+                table.storage.clear()
+            if path is not None and topic_id is not None and identity.get("topic_id") != topic_id:
+                _write_identity(path, {"topic": tp[0], "partition": tp[1], "topic_id": topic_id})
+
     def _read_to_end(self, starts: list[TopicPartition]) -> int:
         consumer = self._consumer
         consumer.assign(starts)
@@ -255,6 +410,16 @@ class PartitionRunner:
         applied = 0
         batch = self.config.recovery_batch_size
         last_log = time.monotonic()
+        # exactly-once: the own changelog may hold records of aborted transactions on brokers
+        # that hand them to read_committed consumers; skip those (see _AbortedWriteGuard)
+        own = (self.graph.table_topic, self.partition)
+        # tables with an update callback get each record's offset and headers
+        rich = {tp for tp, t in self._tables.items() if t.update is not None}
+        guard = (
+            _AbortedWriteGuard(self._committed_inputs)
+            if self._exactly_once and own in remaining
+            else None
+        )
         while remaining:
             if self._stop.is_set():
                 break
@@ -271,10 +436,19 @@ class PartitionRunner:
                 buf = buffers.get(tp)
                 if buf is None:
                     buf = buffers[tp] = []
-                buf.append((m.key(), m.value()))
                 position[tp] = m.offset() + 1
+                if guard is not None and tp == own and not guard.keeps(m.headers()):
+                    continue
+                if tp in rich:
+                    buf.append(ChangelogRecord(m.key(), m.value(), m.offset(), m.headers()))
+                else:
+                    buf.append((m.key(), m.value()))
+            if guard is not None:
+                self._aborted_skipped = guard.skipped
             for tp, records in buffers.items():
-                n = self._tables[tp].apply_changelog(records, position[tp])  # type: ignore[arg-type]
+                reached = position[tp]
+                assert reached is not None  # set with every record read
+                n = self._tables[tp].apply_changelog(records, reached)
                 applied += n
                 self._recovered += n
             for tp in list(remaining):
@@ -291,6 +465,20 @@ class PartitionRunner:
                 )
         consumer.unassign()
         return applied
+
+    def _committed_inputs(self) -> dict[str, int]:
+        """The group's committed offset of each input topic at this partition (-1: none)."""
+        inputs = [TopicPartition(t, self.partition) for t in sorted(self._input_topics)]
+        if not inputs:
+            return {}
+        try:
+            committed = self._consumer.committed(inputs, timeout=10)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"cannot read the committed offsets of group {self.group!r} at "
+                f"{self.brokers}: {exc}"
+            ) from exc
+        return {tp.topic: tp.offset if tp.offset >= 0 else -1 for tp in committed}
 
     def _raise_kafka_error(self, err: KafkaError, during: str) -> None:
         if err.fatal():
@@ -316,21 +504,39 @@ class PartitionRunner:
     # -- processing ---------------------------------------------------------------------------
 
     def start_processing(self) -> None:
-        """Assign inputs at their committed offsets and the table topics at their positions."""
+        """Assign inputs at their committed offsets and the table topics at their positions.
+
+        Under exactly-once this first initialises the producer's transactions, which fences
+        any previous owner of the partition and ends the transaction it left open, and then
+        recovers the changelog tail that owner committed.
+
+        An input the group has no committed offset for starts at ``initial_offset``:
+        ``earliest``, or ``latest`` (its end now, read from a fetch, and committed at once so a
+        restart before the first batch does not skip what arrived meanwhile).
+        """
+        if self._exactly_once and not self._transactions_ready:
+            self._init_transactions()
+            self.recover()
         consumer = self._consumer
         inputs = [TopicPartition(t, self.partition) for t in sorted(self._input_topics)]
         committed = consumer.committed(inputs, timeout=10) if inputs else []
-        initial = OFFSET_BEGINNING if self.config.initial_offset == "earliest" else OFFSET_END
-        assignment = []
         for tp in committed:
             if tp.error is not None:
                 raise BrokerError(
                     f"cannot read committed offsets of group {self.group!r}: {tp.error}"
                 )
-            offset = tp.offset if tp.offset >= 0 else initial
+        fresh = [(tp.topic, tp.partition) for tp in committed if tp.offset < 0]
+        starts: dict[tuple[str, int], int] = {}
+        if fresh and self.config.initial_offset == "latest":
+            starts = end_offsets(consumer, fresh)
+            self._commit_offsets_now(starts)
+        assignment = []
+        for tp in committed:
+            key = (tp.topic, tp.partition)
+            offset = tp.offset if tp.offset >= 0 else starts.get(key, OFFSET_BEGINNING)
             assignment.append(TopicPartition(tp.topic, tp.partition, offset))
-            if tp.offset >= 0:
-                self._positions[(tp.topic, tp.partition)] = tp.offset
+            if offset >= 0:
+                self._positions[key] = offset
         # keep joined and lookup tables current while processing
         for (topic, part), t in self._tables.items():
             if topic != self.graph.table_topic:
@@ -339,8 +545,56 @@ class PartitionRunner:
         consumer.assign(assignment)
         self._state = RunnerState.RUNNING
 
+    def _init_transactions(self) -> None:
+        if self._fence is not None:
+            self._fence()  # a runner that lost its lease must not fence the rightful owner
+        try:
+            self._producer.init_transactions(self.config.delivery_timeout)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot initialise Kafka "
+                f"transactions (transactional.id {transactional_id(self.group, self.partition)!r})"
+                f" at {self.brokers}: {exc.args[0]}. processing_guarantee 'exactly_once' needs "
+                f"a broker with transactions (Kafka >= 2.5 with enough brokers for "
+                f"transaction.state.log.replication.factor); otherwise use 'at_least_once'"
+            ) from exc
+        self._transactions_ready = True
+        logger.info(
+            "group %s partition %d: exactly-once, transactional.id %s",
+            self.group,
+            self.partition,
+            transactional_id(self.group, self.partition),
+        )
+
+    def _commit_offsets_now(self, offsets: Mapping[tuple[str, int], int]) -> None:
+        """Commit input offsets outside a batch (a new group's starting point)."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        if self._fence is not None:
+            self._fence()
+        if not self._exactly_once:
+            self._consumer.commit(offsets=tps, asynchronous=False)
+            return
+        try:
+            self._producer.begin_transaction()
+            self._in_transaction = True
+            self._producer.send_offsets_to_transaction(
+                tps, self._consumer.consumer_group_metadata(), self.config.delivery_timeout
+            )
+            self._producer.commit_transaction(self.config.delivery_timeout)
+            self._in_transaction = False
+        except KafkaException as exc:
+            self._transaction_failed(exc.args[0], exc)
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot commit the starting "
+                f"offsets {offsets}: {exc.args[0]}"
+            ) from exc
+
     def run_once(self) -> int:
-        """Consume, process, publish and commit one batch; returns the input messages handled."""
+        """Consume, process, publish and commit one batch; returns the input messages handled.
+
+        Visits requested with :meth:`visit` run first, between batches.
+        """
+        self._run_visits()
         msgs = self._consumer.consume(self.config.batch_size, timeout=self.config.poll_timeout)
         if not msgs:
             return 0
@@ -348,6 +602,7 @@ class PartitionRunner:
         tables: dict[tuple[str, int], Records] = {}
         table_next: dict[tuple[str, int], int] = {}
         input_topics = self._input_topics
+        starts: dict[str, int] = {}
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -356,6 +611,8 @@ class PartitionRunner:
                 continue
             topic = m.topic()
             if topic in input_topics:
+                if topic not in starts:
+                    starts[topic] = m.offset()
                 inputs.append(
                     InputMessage(
                         topic,
@@ -369,26 +626,39 @@ class PartitionRunner:
                 )
             else:
                 tp = (topic, m.partition())
-                tables.setdefault(tp, []).append((m.key(), m.value()))
+                if self._tables[tp].update is not None:
+                    record = ChangelogRecord(m.key(), m.value(), m.offset(), m.headers())
+                    tables.setdefault(tp, []).append(record)
+                else:
+                    tables.setdefault(tp, []).append((m.key(), m.value()))
                 table_next[tp] = m.offset() + 1
         for tp, records in tables.items():
             self._tables[tp].apply_changelog(records, table_next[tp])
         if not inputs:
             return 0
         result = self.core.process(inputs)
-        self._publish_and_commit(result)
+        if self._exactly_once:
+            if not self._publish_transaction(result, starts):
+                self._rewind(starts)
+                return 0
+        else:
+            self._publish_and_commit(result)
         if result.failure is not None:
             raise result.failure
         return len(inputs)
 
-    def _publish_and_commit(self, result: BatchResult) -> None:
-        if self._fence is not None:
-            self._fence()
-        producer = self._producer
-        delivered: list[int] = []
-        errors: list[KafkaError] = []
+    def _produce_batch(
+        self,
+        result: BatchResult,
+        delivered: list[int],
+        errors: list[KafkaError],
+        extra: Headers | None = None,
+    ) -> None:
+        """Produce the batch's changelog records and emits (``extra`` headers on each)."""
         table_topic = self.graph.table_topic
         partition = self.partition
+        table_headers = result.table_headers
+        epoch = self._changelog_headers
 
         def on_changelog(err: KafkaError | None, msg: Any) -> None:
             if err is not None:
@@ -401,9 +671,20 @@ class PartitionRunner:
                 errors.append(err)
 
         for key, value in result.table_writes.items():
-            self._produce(table_topic, key, value, self._changelog_headers, partition, on_changelog)
+            headers = _join_headers(table_headers.get(key), epoch, extra)
+            self._produce(table_topic, key, value, headers, partition, on_changelog)
         for out in result.emits:
-            self._produce(out.topic, out.key, out.value, out.headers, self._target(out), on_emit)
+            headers = _join_headers(out.headers, extra)
+            self._produce(out.topic, out.key, out.value, headers, self._target(out), on_emit)
+
+    def _publish_and_commit(self, result: BatchResult) -> None:
+        if self._fence is not None:
+            self._fence()
+        producer = self._producer
+        delivered: list[int] = []
+        errors: list[KafkaError] = []
+        partition = self.partition
+        self._produce_batch(result, delivered, errors)
         if result.table_writes or result.emits:
             remaining = producer.flush(self.config.delivery_timeout)
             if remaining or errors:
@@ -415,6 +696,8 @@ class PartitionRunner:
                     f"will be processed again after a restart"
                 )
         self.core.commit(result, max(delivered) + 1 if delivered else None)
+        # the writes and emits are out (as Goka); the offsets wait for the deferred commits
+        self._await_deferred(result)
         if result.positions:
             if self._fence is not None:
                 self._fence()
@@ -422,6 +705,217 @@ class PartitionRunner:
             self._consumer.commit(
                 offsets=[TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
                 asynchronous=True,
+            )
+
+    def _publish_transaction(self, result: BatchResult, starts: Mapping[str, int]) -> bool:
+        """Publish and commit a batch in one Kafka transaction, then write it to LevelDB.
+
+        Returns False if the transaction was aborted (the batch is to be processed again from
+        its first offsets); raises FencedError if another owner took over, BrokerError after
+        :data:`MAX_ABORTS` aborts in a row or on a fatal producer error.
+        """
+        if not (result.table_writes or result.emits or result.positions):
+            return True
+        if self._fence is not None:
+            self._fence()
+        producer = self._producer
+        delivered: list[int] = []
+        errors: list[KafkaError] = []
+        self._transactions += 1
+        marker = [
+            (TXN_HEADER, _txn_marker(starts, result.positions)),
+            (TXN_ID_HEADER, f"{self._txn_prefix}-{self._transactions}".encode()),
+        ]
+        try:
+            producer.begin_transaction()
+            self._in_transaction = True
+            self._produce_batch(result, delivered, errors, marker)
+            remaining = producer.flush(self.config.delivery_timeout)
+            if errors or remaining:
+                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
+                raise _TransactionAborted(problem)
+            self._await_deferred(result)  # a failed one aborts the batch: nothing is committed
+            if result.positions:
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
+                    self._consumer.consumer_group_metadata(),
+                    self.config.delivery_timeout,
+                )
+            if self._fence is not None:
+                self._fence()  # the last moment to step back: after this it is committed
+            self._commit_transaction()
+        except (FencedError, ProcessingError):
+            self.core.discard_pending()
+            self._abort_transaction()
+            raise
+        except (KafkaException, _TransactionAborted, SystemError) as exc:
+            self.core.discard_pending()
+            problem = _kafka_problem(exc)
+            self._transaction_failed(problem, exc)
+            self._aborts += 1
+            if self._aborts >= MAX_ABORTS:
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: {self._aborts} transactions "
+                    f"in a row were aborted, the last because of: {problem}. Check the broker "
+                    f"(transactions, topic permissions, message.max.bytes)"
+                ) from exc
+            logger.warning(
+                "group %s partition %d: transaction aborted (%s); processing the batch again",
+                self.group,
+                self.partition,
+                problem,
+            )
+            return False
+        self._aborts = 0
+        self.core.commit(result, max(delivered) + 1 if delivered else None)
+        self._positions.update(result.positions)
+        return True
+
+    def _commit_transaction(self) -> None:
+        for attempt in range(1, 4):
+            try:
+                self._producer.commit_transaction(self.config.delivery_timeout)
+                self._in_transaction = False
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 3:
+                    raise
+                logger.warning(
+                    "group %s partition %d: committing the transaction failed (%s); retrying",
+                    self.group,
+                    self.partition,
+                    err,
+                )
+
+    def _transaction_failed(self, problem: object, exc: BaseException) -> None:
+        """Abort the open transaction, or raise FencedError/BrokerError if the producer is
+        fenced or unusable."""
+        if isinstance(problem, KafkaError):
+            if problem.code() in _FENCED_CODES:
+                self._in_transaction = False
+                self._fenced = True
+                raise FencedError(
+                    f"group {self.group} partition {self.partition}: another producer with "
+                    f"transactional.id {transactional_id(self.group, self.partition)!r} took "
+                    f"over (a new owner of the partition, or this transaction outlived "
+                    f"transaction.timeout.ms): {problem}"
+                ) from exc
+            if problem.fatal():
+                self._in_transaction = False
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: the transactional producer "
+                    f"failed and cannot go on: {problem}; the partition must be restarted"
+                ) from exc
+        self._abort_transaction()
+
+    def _abort_transaction(self) -> None:
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            self._producer.abort_transaction(self.config.delivery_timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in _FENCED_CODES:
+                self._fenced = True
+                raise FencedError(
+                    f"group {self.group} partition {self.partition}: fenced by a new owner "
+                    f"while aborting a transaction: {err}"
+                ) from exc
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot abort the transaction: "
+                f"{err}; the partition must be restarted"
+            ) from exc
+
+    def _rewind(self, starts: Mapping[str, int]) -> None:
+        """Seek the inputs back to a batch's first offsets (after its transaction aborted)."""
+        for topic, offset in starts.items():
+            try:
+                self._consumer.seek(TopicPartition(topic, self.partition, offset))
+            except KafkaException as exc:
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: cannot go back to "
+                    f"{topic}@{offset} after an aborted transaction: {exc}"
+                ) from exc
+
+    def _await_deferred(self, result: BatchResult) -> None:
+        """Wait for the batch's ``ctx.defer_commit()`` callables; ProcessingError if one
+        failed or they are not all called within ``deferred_timeout``."""
+        if not result.deferred:
+            return
+        try:
+            error = result.wait_deferred(self.config.deferred_timeout)
+        except TimeoutError as exc:
+            first = next(d for d in result.deferred if not d.done)
+            raise ProcessingError(
+                self.group, first.topic, first.partition, first.offset, first.key, exc
+            ) from exc
+        if error is not None:
+            raise error
+
+    # -- visits -------------------------------------------------------------------------------
+
+    def visit(self, name: str, meta: Any = None, *, timeout: float | None = None) -> int:
+        """Run the group's ``Visitor(name)`` over every key of this partition's table.
+
+        Thread-safe: the visit runs on the processing thread between two batches, and its
+        writes and emits are published like a batch's (in one transaction under
+        exactly-once). Returns the number of keys visited. A failing visitor callback fails
+        the partition and is raised here too; ConfigError if the group has no such visitor;
+        TimeoutError if it did not finish within ``timeout`` seconds.
+        """
+        if self._closed or self._state in (RunnerState.FAILED, RunnerState.STOPPED):
+            raise GokaRayError(
+                f"group {self.group} partition {self.partition} is {self._state.value}; "
+                f"visit a running group"
+            )
+        request = _Visit(name, meta)
+        self._visits.put(request)
+        return request.future.result(timeout)
+
+    def _run_visits(self) -> None:
+        while True:
+            try:
+                request = self._visits.get_nowait()
+            except queue.Empty:
+                return
+            if not request.future.set_running_or_notify_cancel():
+                continue
+            try:
+                visited = self._visit_now(request)
+            except BaseException as exc:
+                request.future.set_exception(exc)
+                if isinstance(exc, GokaRayError) and not isinstance(
+                    exc, ProcessingError | FencedError | BrokerError
+                ):
+                    continue  # the caller's mistake (no such visitor): the partition goes on
+                raise
+            request.future.set_result(visited)
+
+    def _visit_now(self, request: _Visit) -> int:
+        while True:
+            result = self.core.visit(request.name, request.meta)
+            if not self._exactly_once:
+                self._publish_and_commit(result)
+                break
+            if self._publish_transaction(result, {}):
+                break  # else aborted: visit again (MAX_ABORTS in a row fail the runner)
+        if result.failure is not None:
+            raise result.failure
+        return result.visited
+
+    def _fail_visits(self) -> None:
+        while True:
+            try:
+                request = self._visits.get_nowait()
+            except queue.Empty:
+                return
+            request.future.set_exception(
+                GokaRayError(
+                    f"group {self.group} partition {self.partition} stopped before visit "
+                    f"{request.name!r} ran; visit again once the group runs"
+                )
             )
 
     def _target(self, out: OutgoingMessage) -> int | None:
@@ -477,10 +971,16 @@ class PartitionRunner:
         try:
             self.recover()
             if go is not None:
+                # waiting for the hand-over (or a standby waiting to be promoted): keep
+                # following the changelog, so the tail left to read after ``go`` stays short
                 self._state = RunnerState.RECOVERED
+                followed = time.monotonic()
                 while not go.wait(0.1):
                     if self._stop.is_set():
                         return
+                    if time.monotonic() - followed > self.config.follow_interval:
+                        self.recover()
+                        followed = time.monotonic()
                 self.recover()
             if self._stop.is_set():
                 return
@@ -523,10 +1023,15 @@ class PartitionRunner:
             if self._state != RunnerState.FAILED:
                 self._state = RunnerState.STOPPING
             try:
-                self._producer.flush(self.config.delivery_timeout)
+                if self._exactly_once:
+                    # offsets were committed inside the transactions; end an open one
+                    if not self._fenced:
+                        self._abort_transaction()
+                else:
+                    self._producer.flush(self.config.delivery_timeout)
                 # positions only ever cover fully published messages, so committing them is
                 # right even after a callback failure; a fenced runner leaves it to the new owner
-                if self._positions and not self._fenced:
+                if self._positions and not self._fenced and not self._exactly_once:
                     self._consumer.commit(
                         offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()],
                         asynchronous=False,
@@ -539,11 +1044,131 @@ class PartitionRunner:
                     exc,
                 )
             finally:
+                self._fail_visits()
                 self._consumer.close()
                 for storage in self._storages:
                     storage.close()
                 if self._state != RunnerState.FAILED:
                     self._state = RunnerState.STOPPED
+
+
+class _Visit:
+    """A visit requested from another thread, run by the processing thread."""
+
+    __slots__ = ("future", "meta", "name")
+
+    def __init__(self, name: str, meta: Any) -> None:
+        self.name = name
+        self.meta = meta
+        self.future: Future[int] = Future()
+
+
+class _TransactionAborted(Exception):
+    """A transaction's writes were not all acknowledged; it must be aborted."""
+
+
+def _kafka_problem(exc: BaseException) -> object:
+    """The KafkaError (or message) behind a failed producer call.
+
+    confluent-kafka raises a fatal producer error (e.g. fenced) from ``flush`` while delivery
+    callbacks still run, which surfaces as a SystemError caused by the KafkaException.
+    """
+    if isinstance(exc, SystemError):
+        cause = exc.__cause__ or exc.__context__
+        if not isinstance(cause, KafkaException):
+            raise exc
+        exc = cause
+    return exc.args[0] if exc.args else exc
+
+
+def _join_headers(*parts: Headers | None) -> Headers | None:
+    joined: Headers = []
+    for part in parts:
+        if part:
+            joined.extend(part)
+    return joined or None
+
+
+def _txn_marker(starts: Mapping[str, int], positions: Mapping[tuple[str, int], int]) -> bytes:
+    """The :data:`TXN_HEADER` value: ``<topic>=<first>-<next>`` per input topic."""
+    spans = [f"{t}={starts.get(t, o)}-{o}" for (t, _), o in sorted(positions.items())]
+    return ",".join(spans).encode()
+
+
+def _txn_ends(marker: bytes) -> dict[str, int]:
+    """The next input offset per topic after the batch a :data:`TXN_HEADER` describes."""
+    ends: dict[str, int] = {}
+    for span in marker.decode().split(","):
+        if span:
+            topic, _, offsets = span.rpartition("=")
+            ends[topic] = int(offsets.rpartition("-")[2])
+    return ends
+
+
+class _AbortedWriteGuard:
+    """Tells changelog records of aborted transactions apart, by the input offsets they cover.
+
+    Kafka never hands a ``read_committed`` consumer the records of aborted transactions, but
+    some brokers do (Tansu 0.6 sends no aborted-transaction index with its fetch responses).
+    Every record written in an exactly-once batch carries the input offsets the batch
+    consumed (:data:`TXN_HEADER`). A batch whose offsets the group's committed offsets do not
+    reach was aborted: its records are skipped. One whose offsets they reach was committed,
+    or was aborted and then processed again by committed batches that come later in the
+    changelog and overwrite every key it wrote (with deterministic callbacks): applying it
+    is harmless. Records without the header (written at-least-once) are kept.
+    """
+
+    def __init__(self, committed: Callable[[], dict[str, int]]) -> None:
+        self._read_committed = committed
+        self._committed: dict[str, int] | None = None
+        self._verdicts: dict[bytes, bool] = {}
+        self.skipped = 0
+
+    def keeps(self, headers: Headers | None) -> bool:
+        marker = None
+        for name, value in headers or ():
+            if name == TXN_HEADER:
+                marker = value
+        if marker is None:
+            return True
+        verdict = self._verdicts.get(marker)
+        if verdict is None:
+            ends = _txn_ends(marker)
+            verdict = self._covered(ends, refresh=False) or self._covered(ends, refresh=True)
+            self._verdicts[marker] = verdict
+            if not verdict:
+                logger.info(
+                    "skipping changelog records of an aborted transaction (inputs %s): the "
+                    "broker returned them to a read_committed consumer",
+                    marker.decode(),
+                )
+        if not verdict:
+            self.skipped += 1
+        return verdict
+
+    def _covered(self, ends: Mapping[str, int], *, refresh: bool) -> bool:
+        if self._committed is None or refresh:
+            self._committed = self._read_committed()
+        committed = self._committed
+        return all(committed.get(topic, -1) >= end for topic, end in ends.items())
+
+
+def _read_identity(path: Path | None) -> dict[str, Any]:
+    """What a local copy records about the changelog it was built from ({} if nothing)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads((Path(path) / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_identity(path: Path, identity: Mapping[str, Any]) -> None:
+    target = Path(path) / IDENTITY_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(dict(identity)))
+    os.replace(temporary, target)
 
 
 def run_partitions(runners: Iterable[PartitionRunner]) -> list[threading.Thread]:
