@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -47,6 +48,10 @@ def worker_prefix(group: str) -> str:
     return f"goka-ray/{group}/worker-"
 
 
+def standby_prefix(group: str) -> str:
+    return f"goka-ray/{group}/standby-"
+
+
 @dataclass(frozen=True)
 class GroupSpec:
     """What a coordinator is created from (Ray re-creates it from the same spec)."""
@@ -56,6 +61,8 @@ class GroupSpec:
     config: Config
     lease_duration: float = 6.0
     watch_interval: float = 0.5
+    #: called in the partition actors with an Assignment (see Processor's on_rebalance)
+    on_rebalance: Callable[[Any], None] | None = None
 
 
 @dataclass
@@ -89,6 +96,10 @@ class GroupCoordinator:
         self.owner: dict[int, str] = {}
         self.moves: dict[int, _Move] = {}
         self.restarts: dict[int, int] = {}
+        #: partition -> its standby actors (each follows exactly that one partition)
+        self.standbys: dict[int, list[_Worker]] = {}
+        #: recover_ahead: no partition gets ``go`` until every partition has recovered
+        self._hold_go = spec.config.group(spec.graph.group).recover_ahead
         self.partitions = 0
         self.state = "starting"
         self.error: BaseException | None = None
@@ -113,12 +124,15 @@ class GroupCoordinator:
             runner_config=RunnerConfig(
                 batch_size=cfg.batch_size,
                 initial_offset=cfg.initial_offset,
+                processing_guarantee=cfg.processing_guarantee,
+                partitioner=cfg.partitioner,
                 consumer_config=self.config.consumer_config(),
                 producer_config=self.config.producer_config(),
             ),
             coordinator_name=coordinator_name(self.group),
             namespace=self.config.namespace,
             lease_duration=self.spec.lease_duration,
+            on_rebalance=self.spec.on_rebalance,
         )
 
     def start(self) -> int:
@@ -136,6 +150,7 @@ class GroupCoordinator:
                 self.partitions, partitions_per_actor=cfg.partitions_per_actor, actors=cfg.actors
             ):
                 self._spawn(parts)
+            self._ensure_standbys()
             self.state = "running"
             self._start_watch()
             return self.partitions
@@ -143,9 +158,9 @@ class GroupCoordinator:
     def _adopt(self) -> None:
         """After a restart: take over the partition actors of this group that are still alive."""
         prefix = worker_prefix(self.group)
-        names = [
-            n for n in ray.util.list_named_actors(all_namespaces=False) if n.startswith(prefix)
-        ]
+        named = ray.util.list_named_actors(all_namespaces=False)
+        names = [n for n in named if n.startswith(prefix)]
+        self._adopt_standbys([n for n in named if n.startswith(standby_prefix(self.group))])
         if not names:
             return
         running: dict[int, tuple[str, int]] = {}
@@ -179,6 +194,91 @@ class GroupCoordinator:
         self.state = "running"
         logger.info("group %s: adopted %d partition actors", self.group, len(self.workers))
         self._start_watch()
+
+    def _adopt_standbys(self, names: list[str]) -> None:
+        for name in names:
+            try:
+                handle = ray.get_actor(name, namespace=self.config.namespace)
+                statuses: list[PartitionStatus] = ray.get(handle.status.remote(), timeout=10)
+            except Exception as exc:
+                logger.warning("group %s: cannot adopt standby %s: %s", self.group, name, exc)
+                continue
+            for st in statuses:
+                worker = _Worker(name, handle, {st.partition}, node_id=st.node_id)
+                self.standbys.setdefault(st.partition, []).append(worker)
+
+    # -- standbys -----------------------------------------------------------------------------
+
+    def _ensure_standbys(self) -> None:
+        """Start standbys until every partition has ``standby_replicas`` of them."""
+        wanted = self._group_config.standby_replicas
+        if not wanted:
+            return
+        nodes = _alive_nodes()
+        for p in range(self.partitions):
+            have = self.standbys.setdefault(p, [])
+            while len(have) < wanted:
+                busy = {self._node_of(p)} | {w.node_id for w in have}
+                have.append(self._spawn_standby(p, [n for n in nodes if n not in busy]))
+
+    def _node_of(self, partition: int) -> str | None:
+        name = self.owner.get(partition) or (
+            self.moves[partition].worker if partition in self.moves else None
+        )
+        worker = self.workers.get(name) if name else None
+        return worker.node_id if worker else None
+
+    def _spawn_standby(self, partition: int, other_nodes: list[str]) -> _Worker:
+        """A passive actor that keeps a copy of ``partition`` current from its changelog."""
+        cfg = self._group_config
+        name = f"{standby_prefix(self.group)}p{partition}-{uuid.uuid4().hex[:6]}"
+        options: dict[str, Any] = {
+            "name": name,
+            "namespace": self.config.namespace,
+            "lifetime": "detached",
+            "max_restarts": 0,
+            "max_concurrency": 16,
+            "num_cpus": cfg.num_cpus,
+        }
+        node = other_nodes[partition % len(other_nodes)] if other_nodes else None
+        if node is not None:
+            # another node than the owner's: a standby must survive the owner's node
+            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
+        actor_class: Any = ray.remote(PartitionActor)
+        handle = actor_class.options(**options).remote(self._worker_spec(), name)
+        handle.follow.remote(partition)
+        return _Worker(name, handle, {partition}, node_id=node)
+
+    def _check_standbys(self) -> None:
+        for workers in self.standbys.values():
+            for worker in list(workers):
+                try:
+                    for st in ray.get(worker.handle.status.remote(), timeout=5):
+                        worker.node_id = st.node_id
+                except Exception as exc:
+                    logger.warning("group %s: standby %s lost (%s)", self.group, worker.name, exc)
+                    workers.remove(worker)
+                    _kill_quietly(worker.handle)
+
+    def _promote(self, partition: int) -> bool:
+        """Move ``partition`` to one of its standbys; False if it has none."""
+        candidates = self.standbys.get(partition) or []
+        if not candidates:
+            return False
+        standby = candidates.pop(0)
+        epoch = self.epochs.current(partition) + 1
+        standby.handle.assign.remote(partition, epoch)
+        self.workers[standby.name] = standby
+        self.moves[partition] = _Move(partition, standby.name, epoch, None)
+        logger.warning(
+            "group %s: partition %d fails over to its standby %s",
+            self.group,
+            partition,
+            standby.name,
+        )
+        return True
 
     def _start_watch(self) -> None:
         self._watch = threading.Thread(target=self._watch_loop, daemon=True, name="watch")
@@ -254,6 +354,9 @@ class GroupCoordinator:
         self._advance_moves(statuses)
         if self.state == "scaling" and not self.moves:
             self.state = "running"
+        if self._group_config.standby_replicas:
+            self._check_standbys()
+            self._ensure_standbys()
 
     def _replace(self, worker: _Worker) -> None:
         self.workers.pop(worker.name, None)
@@ -283,8 +386,9 @@ class GroupCoordinator:
                 )
             )
             return
-        if lost:
-            self._spawn(lost, near=worker.node_id)
+        rest = [p for p in lost if not self._promote(p)]
+        if rest:
+            self._spawn(rest, near=worker.node_id)
 
     def _on_failure(self, worker: _Worker, partition: int) -> None:
         try:
@@ -308,6 +412,16 @@ class GroupCoordinator:
         self.moves[partition] = _Move(partition, worker.name, epoch, None)
 
     def _advance_moves(self, statuses: dict[tuple[str, int], PartitionStatus]) -> None:
+        if self._hold_go:
+            recovered = [
+                p
+                for p, mv in self.moves.items()
+                if (st := statuses.get((mv.worker, p))) is not None and st.state == "recovered"
+            ]
+            if len(recovered) < self.partitions:
+                return
+            logger.info("group %s: every partition recovered; processing starts", self.group)
+            self._hold_go = False
         for p, mv in list(self.moves.items()):
             st = statuses.get((mv.worker, p))
             if st is None or st.state != "recovered":
@@ -364,6 +478,10 @@ class GroupCoordinator:
         self._shutdown_workers()
 
     def _shutdown_workers(self) -> None:
+        standbys = [w for ws in self.standbys.values() for w in ws]
+        self.standbys.clear()
+        for w in standbys:
+            _kill_quietly(w.handle)
         refs = [w.handle.shutdown.remote() for w in self.workers.values()]
         try:
             ray.get(refs, timeout=60)
@@ -392,7 +510,7 @@ class GroupCoordinator:
         parts = []
         for p in range(self.partitions):
             st = by_partition.get(p) or PartitionStatus(partition=p, state="starting")
-            parts.append(_with_restarts(st, self.restarts.get(p, 0)))
+            parts.append(_with_restarts(st, self.restarts.get(p, 0), len(self.standbys.get(p, []))))
         error = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
         return GroupStatus(self.group, self.state, parts, error)
 
@@ -432,6 +550,21 @@ class GroupCoordinator:
     def ping(self) -> str:
         return self.state
 
+    def visit_all(self, name: str, meta: Any, timeout: float | None = None) -> int:
+        """Run visitor ``name`` on every partition (each inside its processing loop)."""
+        with self._lock:
+            if self.state != "running" or self.moves:
+                raise GokaRayError(
+                    f"group {self.group} is {self.state}"
+                    + (f" with partitions {sorted(self.moves)} moving" if self.moves else "")
+                    + "; visit when every partition runs"
+                )
+            refs = [
+                self.workers[w].handle.visit.remote(p, name, meta, timeout)
+                for p, w in sorted(self.owner.items())
+            ]
+        return sum(ray.get(refs, timeout=None if timeout is None else timeout + 30))
+
     def describe(self) -> GroupInfo:
         """Brokers, config and table codec of this group, for drivers that attach to it."""
         graph = self.spec.graph
@@ -446,10 +579,22 @@ class GroupCoordinator:
         )
 
 
-def _with_restarts(st: PartitionStatus, restarts: int) -> PartitionStatus:
+def _with_restarts(st: PartitionStatus, restarts: int, standbys: int = 0) -> PartitionStatus:
     from dataclasses import replace
 
-    return replace(st, restarts=restarts)
+    return replace(st, restarts=restarts, standbys=standbys)
+
+
+def _alive_nodes() -> list[str]:
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    return sorted(n["NodeID"] for n in nodes if n.get("Alive"))
+
+
+def _kill_quietly(handle: Any) -> None:
+    try:
+        ray.kill(handle)
+    except Exception:
+        pass
 
 
 @dataclass(frozen=True)

@@ -12,18 +12,19 @@ import logging
 import os
 import shutil
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import ray
 
-from goka_ray.errors import StorageError
+from goka_ray.errors import FencedError, GokaRayError, StorageError
 from goka_ray.fencing import Lease
 from goka_ray.graph import GroupGraph
 from goka_ray.metrics import PartitionMetrics, ray_sink
 from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
-from goka_ray.status import PartitionStatus
+from goka_ray.status import Assignment, PartitionStatus
 
 logger = logging.getLogger(__name__)
 
@@ -42,19 +43,30 @@ class WorkerSpec:
     coordinator_name: str
     namespace: str
     lease_duration: float = 6.0
+    #: called with an Assignment when this actor takes or gives up a partition
+    on_rebalance: Callable[[Assignment], None] | None = None
 
 
 class _Owned:
     """One partition this actor owns: its runner, thread, hand-over gate and lease."""
 
     def __init__(
-        self, runner: PartitionRunner, epoch: int, lease: Lease, scratch: Path | None
+        self,
+        runner: PartitionRunner,
+        epoch: int,
+        lease: Lease | None,
+        scratch: Path | None,
+        *,
+        standby_dir: Path | None = None,
     ) -> None:
         self.runner = runner
         self.epoch = epoch
         self.lease = lease
         self.go = threading.Event()
         self.scratch = scratch
+        #: set while this is a standby copy: it follows the changelog and never processes
+        self.standby_dir = standby_dir
+        self.storage_dir: Path | None = standby_dir
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"partition-{runner.partition}"
         )
@@ -104,10 +116,19 @@ class PartitionActor:
             raise
 
     def assign(self, partition: int, epoch: int) -> None:
-        """Start recovering ``partition`` under ``epoch``; it processes after :meth:`go`."""
+        """Start recovering ``partition`` under ``epoch``; it processes after :meth:`go`.
+
+        A standby copy of the partition held by this actor is promoted: the new runner opens
+        the standby's LevelDB copy, so it recovers only the changelog tail.
+        """
         with self._lock:
             old = self._owned.get(partition)
-            if old is not None and old.thread.is_alive():
+            storage: Path | None = None
+            if old is not None and old.standby_dir is not None:
+                storage = old.standby_dir
+                self._stop(partition, keep_storage=True)
+                logger.info("partition %d: promoting the standby copy in %s", partition, storage)
+            elif old is not None and old.thread.is_alive():
                 if old.epoch == epoch:
                     return
                 self._stop(partition)
@@ -115,48 +136,72 @@ class PartitionActor:
             lease = Lease(
                 partition, epoch, self._renew, self.spec.lease_duration, stopped=stop_flag.is_set
             )
-            runner, scratch = self._make_runner(partition, epoch, lease)
+            runner, scratch = self._make_runner(partition, epoch, lease, storage)
             owned = _Owned(runner, epoch, lease, scratch)
+            owned.storage_dir = storage
             self._owned[partition] = owned
             owned.thread.start()
 
+    def follow(self, partition: int) -> None:
+        """Keep a standby copy of ``partition``: recover it, then follow its changelog.
+
+        The copy lives in a directory of this actor (``<storage_dir>/.standby/<actor>``), so
+        it never competes with the owner's copy for LevelDB's lock on a shared node.
+        """
+        with self._lock:
+            if partition in self._owned:
+                return
+            directory = Path(self.spec.storage_dir) / ".standby" / self.name.rsplit("/", 1)[-1]
+            runner = self._runner_at(partition, 0, directory, _never_write)
+            owned = _Owned(runner, 0, None, None, standby_dir=directory)
+            self._owned[partition] = owned
+            owned.thread.start()
+
+    def _notify(self, partition: int, event: str, epoch: int) -> None:
+        callback = self.spec.on_rebalance
+        if callback is None:
+            return
+        try:
+            callback(Assignment(self.spec.graph.group, self.name, partition, event, epoch))
+        except Exception:  # a user callback must not take the partition down
+            logger.exception("rebalance callback failed for partition %d (%s)", partition, event)
+
+    def _runner_at(
+        self, partition: int, epoch: int, storage_dir: Path | str, fence: Callable[[], None]
+    ) -> PartitionRunner:
+        s = self.spec
+        return PartitionRunner(
+            s.brokers,
+            s.graph,
+            partition,
+            storage_dir=storage_dir,
+            config=s.runner_config,
+            fence=fence,
+            epoch=epoch,
+        )
+
     def _make_runner(
-        self, partition: int, epoch: int, lease: Lease
+        self, partition: int, epoch: int, lease: Lease, storage: Path | None = None
     ) -> tuple[PartitionRunner, Path | None]:
         s = self.spec
+        if storage is not None:
+            return self._runner_at(partition, epoch, storage, lease.check), None
         try:
-            runner = PartitionRunner(
-                s.brokers,
-                s.graph,
-                partition,
-                storage_dir=s.storage_dir,
-                config=s.runner_config,
-                fence=lease.check,
-                epoch=epoch,
-            )
-            return runner, None
+            return self._runner_at(partition, epoch, s.storage_dir, lease.check), None
         except StorageError:
             # the previous owner still holds the local copy on this node (a live hand-over):
             # recover into a scratch copy instead; the changelog is the source of truth
             scratch = Path(s.storage_dir) / ".handover" / f"{s.graph.group}-p{partition}-e{epoch}"
             logger.info("partition %d: local copy busy, recovering into %s", partition, scratch)
-            runner = PartitionRunner(
-                s.brokers,
-                s.graph,
-                partition,
-                storage_dir=scratch,
-                config=s.runner_config,
-                fence=lease.check,
-                epoch=epoch,
-            )
-            return runner, scratch
+            return self._runner_at(partition, epoch, scratch, lease.check), scratch
 
     def go(self, partition: int, epoch: int) -> bool:
         """Let a recovered partition process (the coordinator made ``epoch`` current)."""
         owned = self._owned.get(partition)
-        if owned is None or owned.epoch != epoch:
+        if owned is None or owned.epoch != epoch or owned.standby_dir is not None:
             return False
         owned.go.set()
+        self._notify(partition, "assigned", epoch)
         return True
 
     def release(self, partition: int, timeout: float = 60.0) -> bool:
@@ -164,14 +209,18 @@ class PartitionActor:
         with self._lock:
             return self._stop(partition, timeout)
 
-    def _stop(self, partition: int, timeout: float = 60.0) -> bool:
+    def _stop(self, partition: int, timeout: float = 60.0, *, keep_storage: bool = False) -> bool:
         owned = self._owned.pop(partition, None)
         if owned is None:
             return True
         owned.runner.stop()
         owned.thread.join(timeout)
+        if owned.go.is_set() and owned.standby_dir is None:
+            self._notify(partition, "revoked", owned.epoch)
         if owned.scratch is not None:
             shutil.rmtree(owned.scratch, ignore_errors=True)
+        if owned.standby_dir is not None and not keep_storage:
+            shutil.rmtree(owned.standby_dir, ignore_errors=True)
         return not owned.thread.is_alive()
 
     def shutdown(self) -> None:
@@ -191,7 +240,7 @@ class PartitionActor:
             out.append(
                 PartitionStatus(
                     partition=p,
-                    state=st.state.value,
+                    state="standby" if owned.standby_dir is not None else st.state.value,
                     node_id=self._node_id,
                     actor_name=self.name,
                     pid=os.getpid(),
@@ -208,6 +257,16 @@ class PartitionActor:
             )
         return out
 
+    def visit(self, partition: int, name: str, meta: Any, timeout: float | None = None) -> int:
+        """Run visitor ``name`` over every key of ``partition``, inside its processing loop."""
+        owned = self._owned.get(partition)
+        if owned is None or owned.standby_dir is not None or not owned.go.is_set():
+            raise GokaRayError(
+                f"partition {partition} is not processing on {self.name}; it may be moving, "
+                "retry the visit when the group is running"
+            )
+        return owned.runner.visit(name, meta, timeout=timeout)
+
     def failures(self) -> dict[int, BaseException]:
         """The errors of failed partitions (ProcessingError keeps its message coordinates)."""
         return {
@@ -215,3 +274,7 @@ class PartitionActor:
             for p, o in self._owned.items()
             if o.runner.state == RunnerState.FAILED and o.runner.error is not None
         }
+
+
+def _never_write() -> None:
+    raise FencedError("a standby copy never writes; promote it with assign() first")

@@ -7,7 +7,7 @@ callbacks that read and write a partitioned, persisted table, and views serve th
 from goka_ray import codecs
 from goka_ray.codecs import Codec
 from goka_ray.config import Config, GroupConfig, ViewConfig
-from goka_ray.context import Context
+from goka_ray.context import Context, DeferredCommit
 from goka_ray.emitter import Delivery, Emitter
 from goka_ray.errors import (
     BrokerError,
@@ -25,45 +25,57 @@ from goka_ray.errors import (
 from goka_ray.graph import (
     GroupGraph,
     Input,
+    Inputs,
     Join,
     Lookup,
     Loop,
     Output,
     Persist,
+    Visitor,
     define_group,
     loop_stream,
     table,
 )
 from goka_ray.local import LocalKafka
-from goka_ray.partition import BatchResult, PartitionCore
+from goka_ray.partition import VISIT_TOPIC, BatchResult, PartitionCore
+from goka_ray.partitioner import GOKA, MURMUR2, GokaPartitioner, Partitioner, partitioner_named
 from goka_ray.runtime import Processor
-from goka_ray.status import GroupStatus, PartitionStatus, ViewStatus
+from goka_ray.status import Assignment, GroupStatus, PartitionStatus, ViewStatus
 from goka_ray.storage import LevelDBStorage, MemoryStorage, Storage
+from goka_ray.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
 from goka_ray.tester import EmittedMessage, Tester
-from goka_ray.view import View
+from goka_ray.view import View, ViewObserver
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "GOKA",
+    "MURMUR2",
+    "VISIT_TOPIC",
+    "Assignment",
     "BatchResult",
     "BrokerError",
     "CallbackFailed",
+    "ChangelogRecord",
     "Codec",
     "CodecError",
     "Config",
     "ConfigError",
     "Context",
     "ContextError",
+    "DeferredCommit",
     "Delivery",
     "EmittedMessage",
     "Emitter",
     "FencedError",
+    "GokaPartitioner",
     "GokaRayError",
     "GraphError",
     "GroupConfig",
     "GroupGraph",
     "GroupStatus",
     "Input",
+    "Inputs",
     "Join",
     "LevelDBStorage",
     "LocalKafka",
@@ -73,6 +85,7 @@ __all__ = [
     "Output",
     "PartitionCore",
     "PartitionStatus",
+    "Partitioner",
     "Persist",
     "ProcessingError",
     "Processor",
@@ -80,12 +93,18 @@ __all__ = [
     "StorageError",
     "Tester",
     "TopicError",
+    "UpdateContext",
+    "UpdateStorage",
     "View",
     "ViewConfig",
+    "ViewObserver",
     "ViewStatus",
+    "Visitor",
     "__version__",
     "codecs",
+    "default_update",
     "define_group",
     "loop_stream",
+    "partitioner_named",
     "table",
 ]

@@ -89,11 +89,11 @@ def load_graph(target: str) -> GroupGraph:
 
 def _ship_by_value(module: Any) -> None:
     """Callbacks of a module that is not installed travel to the actors by value."""
-    import cloudpickle
+    from ray import cloudpickle  # Ray's own copy: the one that pickles actor arguments
 
     path = getattr(module, "__file__", None) or ""
     if "site-packages" not in path and "dist-packages" not in path:
-        cloudpickle.register_pickle_by_value(module)
+        cloudpickle.register_pickle_by_value(module)  # type: ignore[no-untyped-call]
 
 
 # -- commands -------------------------------------------------------------------------------------

@@ -5,14 +5,14 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from goka_ray.config import Config
 from goka_ray.errors import GokaRayError
 from goka_ray.graph import GroupGraph
-from goka_ray.status import GroupStatus
+from goka_ray.status import Assignment, GroupStatus
 
 if TYPE_CHECKING:
     from goka_ray.view import View
@@ -55,7 +55,12 @@ class Processor:
         brokers: str | None,
         graph: GroupGraph,
         config: Config | Mapping[str, Any] | str | Path | None = None,
+        *,
+        on_rebalance: Callable[[Assignment], None] | None = None,
     ) -> None:
+        """``on_rebalance`` runs inside the partition actors whenever one of them takes
+        (``event="assigned"``) or gives up (``"revoked"``) a partition; it must be picklable."""
+        self.on_rebalance = on_rebalance
         self.config = Config.load(config)
         self.brokers: str = self.config.resolve_brokers(brokers)
         self.graph: GroupGraph | None = graph
@@ -82,6 +87,7 @@ class Processor:
         self.config = info.config
         self.brokers = info.brokers
         self.graph = None
+        self.on_rebalance = None
         self.group = group
         self._coordinator = handle
         return self
@@ -90,12 +96,17 @@ class Processor:
         """A View of this group's table (started, or attached to running view actors)."""
         import ray
 
+        from goka_ray.partitioner import partitioner_named
         from goka_ray.view import View
 
         info = ray.get(self._handle().describe.remote(), timeout=30)
         if info.table is None:
             raise GokaRayError(f"group {self.group!r} has no table (no Persist edge) to view")
-        return View(self.brokers, info.table, info.table_codec, self.config).start()
+        partitioner = partitioner_named(self.config.group(self.group).partitioner)
+        view = View(
+            self.brokers, info.table, info.table_codec, self.config, partitioner=partitioner
+        )
+        return view.start()
 
     def _handle(self) -> Any:
         if self._coordinator is None:
@@ -113,7 +124,7 @@ class Processor:
                 f"processor {self.group!r} was attached, not defined here; it runs already"
             )
         ensure_ray(self.config.namespace)
-        spec = GroupSpec(self.brokers, self.graph, self.config)
+        spec = GroupSpec(self.brokers, self.graph, self.config, on_rebalance=self.on_rebalance)
         self._coordinator = (
             ray.remote(GroupCoordinator)
             .options(
@@ -196,6 +207,25 @@ class Processor:
                 return
             time.sleep(0.3)
         raise TimeoutError(f"group {self.group} still running after {timeout}s")
+
+    def visit_all(self, name: str, meta: Any = None, timeout: float | None = None) -> int:
+        """Run the ``Visitor(name, ...)`` callback as ``callback(ctx, meta)`` for every key of
+        every partition's table, inside each partition's processing loop (serialised with its
+        messages, with full Context write access). Returns the number of keys visited.
+
+        A stop or a move of a partition aborts its part of the visit with an error; keys it
+        had visited stay visited (their changes are committed like any batch).
+        """
+        import ray
+
+        try:
+            visited: int = ray.get(
+                self._handle().visit_all.remote(name, meta, timeout),
+                timeout=None if timeout is None else timeout + 60,
+            )
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+        return visited
 
     def _raise_failure(self) -> None:
         import ray

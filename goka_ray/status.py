@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import ClassVar
 
-__all__ = ["GroupStatus", "PartitionStatus", "ViewStatus"]
+__all__ = ["Assignment", "GroupStatus", "PartitionStatus", "ViewStatus"]
 
 
 @dataclass(frozen=True)
@@ -29,6 +30,8 @@ class PartitionStatus:
     dead_lettered: int = 0
     recovered: int = 0
     error: str | None = None
+    #: live standby copies of this partition (``standby_replicas``)
+    standbys: int = 0
 
 
 @dataclass(frozen=True)
@@ -59,10 +62,40 @@ class GroupStatus:
 class ViewStatus:
     """A view actor: which table partitions it serves and how current they are."""
 
+    #: the states of a view, least advanced first (a view handle reports its least advanced
+    #: actor): ``idle`` not started; ``connecting`` no broker contact yet, or contact lost
+    #: (reads are served from the last copy); ``recovering`` reading the changelog to its end;
+    #: ``running`` caught up and following the changelog
+    STATES: ClassVar[tuple[str, ...]] = ("idle", "connecting", "recovering", "running")
+
     table: str
     actor_name: str
     partitions: list[int]
+    #: connecting | recovering | running
     state: str
     keys: int
     lag: dict[int, int] = field(default_factory=dict)
     node_id: str | None = None
+    #: next changelog offset to apply, per partition (absent: nothing read yet)
+    offsets: dict[int, int] = field(default_factory=dict)
+    #: times the reader lost (or could not reach) the broker, or failed, and started over
+    reconnects: int = 0
+    #: partitions reloaded from the beginning because their changelog was recreated
+    reloads: int = 0
+    #: why the actor is connecting (None while connected)
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class Assignment:
+    """What a rebalance callback receives when a partition actor takes or gives up a partition.
+
+    ``event`` is ``"assigned"`` (the actor starts processing the partition under ``epoch``) or
+    ``"revoked"`` (it stopped processing it: a move, a scale, a stop).
+    """
+
+    group: str
+    actor_name: str
+    partition: int
+    event: str
+    epoch: int

@@ -122,12 +122,6 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_status_without_a_cluster_says_how_to_start_one(tmp_path: Path) -> None:
-    proc = _cli(tmp_path, "status", "clicks")
-    assert proc.returncode == 2, proc.stderr
-    assert "no Ray cluster" in proc.stderr and "ray start --head" in proc.stderr
-
-
 def test_an_address_nobody_listens_on_fails_fast(tmp_path: Path) -> None:
     import socket
 
@@ -137,3 +131,4 @@ def test_an_address_nobody_listens_on_fails_fast(tmp_path: Path) -> None:
     proc = _cli(tmp_path, "--address", f"127.0.0.1:{port}", "stop", "clicks")
     assert proc.returncode == 2, proc.stderr
     assert f"no Ray cluster answers at '127.0.0.1:{port}'" in proc.stderr
+    assert "ray start --head" in proc.stderr
