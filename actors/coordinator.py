@@ -81,6 +81,8 @@ class _Move:
     epoch: int
     old: str | None
     bumped: bool = False
+    #: the previous owner's process is known to be gone: no lease to wait out
+    old_gone: bool = False
 
 
 class GroupCoordinator:
@@ -344,7 +346,7 @@ class GroupCoordinator:
                     self._replace(worker)
             except RayActorError:
                 logger.warning("group %s: %s died; replacing it", self.group, name)
-                self._replace(worker)
+                self._replace(worker, died=True)
         self._last = statuses
         for (name, p), st in statuses.items():
             if st.state == "failed" and name in self.workers:
@@ -358,7 +360,14 @@ class GroupCoordinator:
             self._check_standbys()
             self._ensure_standbys()
 
-    def _replace(self, worker: _Worker) -> None:
+    def _replace(self, worker: _Worker, *, died: bool = False) -> None:
+        """Move the partitions of a dead or hung worker to a standby or a new worker.
+
+        If Ray reports the actor dead while its node is alive, its process is gone and cannot
+        write any more, so the new owner need not wait out the old lease. A hung actor, or one
+        on a lost node (possibly a partitioned zombie), is waited out.
+        """
+        gone = died and worker.node_id is not None and worker.node_id in _alive_nodes()
         self.workers.pop(worker.name, None)
         try:
             ray.kill(worker.handle)
@@ -389,6 +398,9 @@ class GroupCoordinator:
         rest = [p for p in lost if not self._promote(p)]
         if rest:
             self._spawn(rest, near=worker.node_id)
+        for p in lost:
+            if p in self.moves:
+                self.moves[p].old_gone = gone
 
     def _on_failure(self, worker: _Worker, partition: int) -> None:
         try:
@@ -430,6 +442,8 @@ class GroupCoordinator:
                 epoch = self.epochs.bump(p, fresh=mv.old is None and mv.epoch == 1)
                 assert epoch == mv.epoch, (epoch, mv.epoch)
                 mv.bumped = True
+                if mv.old_gone:
+                    self.epochs.released(p)
             if mv.old is not None:
                 self._release(mv.old, p)
                 mv.old = None
