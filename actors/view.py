@@ -34,6 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Top
 from goka_ray.kafka import caught_up, client_config, make_consumer
 from goka_ray.status import ViewStatus
 from goka_ray.storage import MemoryStorage, Storage, WriteBatch
+from goka_ray.tables import UpdateCallback, UpdateContext, UpdateStorage
 
 logger = logging.getLogger(__name__)
 
@@ -71,6 +72,8 @@ class ViewSpec:
     brokers: str
     table: str
     consumer_config: dict[str, Any]
+    #: ``update(ctx, storage, key, value)`` instead of the default store/delete of a record
+    update: UpdateCallback | None = None
 
 
 class BrokerLost(Exception):
@@ -370,9 +373,38 @@ class ViewActor:
                 last_lag = now
                 self._update_lag(consumer)
 
+    def _update(
+        self, update: UpdateCallback, p: int, m: Message, key: bytes, batch: WriteBatch
+    ) -> None:
+        """Run the view's update callback on one record; a raising one skips the record."""
+        with self._lock:
+            storage = self._loading.get(p) or self._storages[p]
+        ctx = UpdateContext(
+            self.spec.table,
+            p,
+            m.offset() if m.offset() is not None else -1,
+            {k: v or b"" for k, v in (m.headers() or [])},
+        )
+        try:
+            update(
+                ctx,
+                UpdateStorage(storage, batch),
+                key.decode("utf-8", "surrogateescape"),
+                m.value(),
+            )
+        except Exception:
+            logger.exception(
+                "view of %s: update callback failed on %s[%d]@%s; record not stored",
+                self.spec.table,
+                self.spec.table,
+                p,
+                m.offset(),
+            )
+
     def _apply(self, p: int, messages: list[Message]) -> None:
         """Apply one partition's records in order (value None = tombstone) and their offset."""
         expected = self._next_offset(p)
+        update = self.spec.update
         batch = WriteBatch()
         writes = batch.writes
         for m in messages:
@@ -381,7 +413,10 @@ class ViewActor:
                 continue  # delivered again after a re-assignment
             key = m.key()
             if key is not None:  # records without a key cannot belong to a table
-                writes[key] = m.value()
+                if update is None:
+                    writes[key] = m.value()
+                else:
+                    self._update(update, p, m, key, batch)
             if offset is not None:
                 batch.offset = offset + 1
         if batch.offset is None:

@@ -32,8 +32,10 @@ from goka_ray.assignment import plan_actors
 from goka_ray.codecs import Codec, as_codec
 from goka_ray.config import Config
 from goka_ray.errors import GokaRayError, TopicError
+from goka_ray.graph import _check_update
 from goka_ray.partitioner import MURMUR2, Partitioner
 from goka_ray.status import ViewStatus
+from goka_ray.tables import UpdateCallback
 
 __all__ = ["View", "ViewObserver"]
 
@@ -60,7 +62,15 @@ class View:
         config: Config | Mapping[str, Any] | str | Path | None = None,
         *,
         partitioner: Partitioner = MURMUR2,
+        update: UpdateCallback | None = None,
     ) -> None:
+        """``update(ctx, storage, key, value)``, if given, replaces the default store/delete of
+        every changelog record the view actors apply (filter or transform what the view holds,
+        as for ``Persist(update=)``); it takes effect when ``start()`` creates the actors, not
+        when it attaches to running ones."""
+        if update is not None:
+            _check_update(update, f"View({table!r})")
+        self.update = update
         self.config = Config.load(config)
         self.brokers: str = self.config.resolve_brokers(brokers)
         self.table = table
@@ -87,7 +97,7 @@ class View:
             )
         cfg = self.config.view(self.table)
         plan = plan_actors(partitions, actors=cfg.replicas)
-        spec = ViewSpec(self.brokers, self.table, self.config.consumer_config())
+        spec = ViewSpec(self.brokers, self.table, self.config.consumer_config(), self.update)
         actors = []
         owner = [0] * partitions
         for i, parts in enumerate(plan):

@@ -251,3 +251,37 @@ def test_view_reconnects_after_broker_restart_and_reloads_the_recreated_changelo
         broker.stop()
         if restarted is not None:
             restarted.stop()
+
+
+def keep_and_double(ctx, storage, key, value):  # type: ignore[no-untyped-def]
+    """A view update callback: only keys starting with keep-, values doubled."""
+    if not key.startswith("keep-"):
+        return
+    if value is None:
+        storage.delete(key)
+    else:
+        storage.set(key, INT.encode(2 * INT.decode(value)))
+
+
+def test_view_update_callback_filters_and_transforms_what_it_holds(
+    kafka: LocalKafka, unique: str, ray_local: None
+) -> None:
+    from ray import cloudpickle as ray_cloudpickle
+
+    ray_cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    brokers = kafka.bootstrap_servers
+    table = f"{unique}-table"
+    make_table(brokers, table, 2)
+    produce(brokers, table, [("keep-a", INT.encode(1)), ("drop-b", INT.encode(2))])
+    produce(brokers, table, [("keep-c", INT.encode(5)), ("keep-a", INT.encode(3))])
+    produce(brokers, table, [("keep-c", None)])
+    config = {"namespace": NAMESPACE}
+    view = View(brokers, table, INT, config, update=keep_and_double).start()
+    try:
+        view.wait_for("running", 60)
+        wait_until(lambda: dict(view.items()) == {"keep-a": 6}, 30, "the filtered view")
+        assert view.get("drop-b") is None
+    finally:
+        view.stop()
+    with pytest.raises(GokaRayError, match="update"):
+        View(brokers, table, INT, config, update=lambda ctx, key: None)  # type: ignore[arg-type]
