@@ -280,3 +280,85 @@ def test_visit_all_runs_inside_every_partition_and_writes_the_table(
         assert processor.status().state == "running"  # a bad name does not fail the group
     finally:
         processor.stop()
+
+
+def test_a_hung_actor_is_killed_and_replaced_without_loss(setup, kafka):
+    import os
+    import signal
+
+    processor, topic, graph = setup(2, actors=2)
+    brokers = kafka.bootstrap_servers
+    truth, _ = produce_clicks(brokers, topic, 1_000, users=80, seed=21)
+    processor.start()
+    processor.wait_ready(120)
+    wait_until(
+        lambda: sum(p.processed for p in processor.status().partitions) == 1_000, 90, "processed"
+    )
+    hung = processor.status().partitions[0]
+    assert hung.pid
+    os.kill(hung.pid, signal.SIGSTOP)  # alive for Ray, but answers nothing: hung
+    try:
+        wait_until(
+            lambda: (
+                (p := processor.status().partitions[0]).restarts == 1
+                and p.state == "running"
+                and p.actor_name != hung.actor_name
+            ),
+            120,
+            "the hung actor to be replaced",
+        )
+    finally:
+        try:
+            os.kill(hung.pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    # the coordinator killed the hung process (a stopped process still dies of SIGKILL)
+    wait_until(lambda: not _alive(hung.pid), 30, "the hung process to be gone")
+    more, _ = produce_clicks(brokers, topic, 1_000, users=80, seed=22)
+    truth.update(more)
+    view = processor.view()
+    try:
+        view.wait_ready(60)
+        # exact: the owner hung while idle (all committed); its replacement lost nothing
+        wait_until(lambda: view.get_many(list(truth)) == dict(truth), 90, "exact counts")
+    finally:
+        view.stop()
+    epochs = {
+        int(h[1])
+        for _, _, _, hs in _changelog_with_headers(brokers, graph.table_topic, 0)
+        for h in hs
+        if h[0] == "goka-ray.epoch"
+    }
+    assert len(epochs) == 2  # the first owner, then its replacement
+
+
+def _alive(pid: int) -> bool:
+    import os
+
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _changelog_with_headers(brokers: str, topic: str, partition: int):  # type: ignore[no-untyped-def]
+    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+    from goka_ray.kafka import caught_up, make_consumer
+
+    consumer = make_consumer(brokers, f"reader-{time.monotonic_ns()}")
+    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
+    out = []
+    position = 0
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        batch = consumer.consume(1000, timeout=0.5)
+        for m in batch:
+            if m.error() is None:
+                out.append((m.partition(), m.offset(), m.key(), m.headers() or []))
+                position = m.offset() + 1
+        if not batch and caught_up(consumer, topic, partition, position):
+            break
+    consumer.close()
+    return out
