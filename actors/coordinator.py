@@ -232,24 +232,10 @@ class GroupCoordinator:
 
     def _spawn_standby(self, partition: int, other_nodes: list[str]) -> _Worker:
         """A passive actor that keeps a copy of ``partition`` current from its changelog."""
-        cfg = self._group_config
         name = f"{standby_prefix(self.group)}p{partition}-{uuid.uuid4().hex[:6]}"
-        options: dict[str, Any] = {
-            "name": name,
-            "namespace": self.config.namespace,
-            "lifetime": "detached",
-            "max_restarts": 0,
-            "max_concurrency": 16,
-            "num_cpus": cfg.num_cpus,
-        }
+        # another node than the owner's where there is one: it must survive the owner's node
         node = other_nodes[partition % len(other_nodes)] if other_nodes else None
-        if node is not None:
-            # another node than the owner's: a standby must survive the owner's node
-            from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
-
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
-        actor_class: Any = ray.remote(PartitionActor)
-        handle = actor_class.options(**options).remote(self._worker_spec(), name)
+        handle = self._new_actor(name, node)
         handle.follow.remote(partition)
         return _Worker(name, handle, {partition}, node_id=node)
 
@@ -286,10 +272,9 @@ class GroupCoordinator:
         self._watch = threading.Thread(target=self._watch_loop, daemon=True, name="watch")
         self._watch.start()
 
-    def _spawn(self, partitions: list[int], *, near: str | None = None) -> _Worker:
-        """Create a partition actor and start moving ``partitions`` to it."""
+    def _new_actor(self, name: str, node: str | None) -> Any:
+        """A detached PartitionActor of this group, preferably on ``node`` (soft affinity)."""
         cfg = self._group_config
-        name = f"{worker_prefix(self.group)}{uuid.uuid4().hex[:8]}"
         options: dict[str, Any] = {
             "name": name,
             "namespace": self.config.namespace,
@@ -300,15 +285,20 @@ class GroupCoordinator:
         }
         if cfg.memory is not None:
             options["memory"] = cfg.memory
-        if near is not None:
-            # prefer the node of the replaced actor: its LevelDB copy is still there
+        if node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(near, soft=True)
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(node, soft=True)
         elif cfg.placement == "spread":
             options["scheduling_strategy"] = "SPREAD"
         actor_class: Any = ray.remote(PartitionActor)
-        handle = actor_class.options(**options).remote(self._worker_spec(), name)
+        return actor_class.options(**options).remote(self._worker_spec(), name)
+
+    def _spawn(self, partitions: list[int], *, near: str | None = None) -> _Worker:
+        """Create a partition actor and start moving ``partitions`` to it."""
+        name = f"{worker_prefix(self.group)}{uuid.uuid4().hex[:8]}"
+        # near: the node of a replaced actor, whose LevelDB copy is still there
+        handle = self._new_actor(name, near)
         worker = _Worker(name, handle, set(partitions), node_id=near)
         self.workers[name] = worker
         for p in partitions:

@@ -14,6 +14,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from goka_ray import Context, GroupGraph, Input, Persist, codecs, define_group
 from goka_ray.kafka import make_consumer, make_producer
 from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.storage import LevelDBStorage, partition_dir
 
 
 def count_click(ctx: Context, msg: str) -> None:
@@ -58,13 +59,15 @@ def produce_clicks(
     return Counter(keys), produce(brokers, topic, ((k, b"click") for k in keys))
 
 
-def read_topic(
-    brokers: str, topic: str, partitions: int
-) -> list[tuple[int, int, bytes | None, bytes | None]]:
-    """Every record of a topic as (partition, offset, key, value), read to the end."""
+Record = tuple[int, int, bytes | None, bytes | None, dict[str, bytes]]
+
+
+def read_records(brokers: str, topic: str, partitions: int) -> list[Record]:
+    """Every record of a topic as (partition, offset, key, value, headers), read to the end by
+    a read_committed consumer (librdkafka's default isolation)."""
     consumer = make_consumer(brokers, f"reader-{time.monotonic_ns()}")
     consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    out = []
+    out: list[Record] = []
     remaining = set(range(partitions))
     deadline = time.monotonic() + 60
     while remaining and time.monotonic() < deadline:
@@ -73,9 +76,28 @@ def read_topic(
                 if m.error().code() == KafkaError._PARTITION_EOF:
                     remaining.discard(m.partition())
                 continue
-            out.append((m.partition(), m.offset(), m.key(), m.value()))
+            headers = dict(m.headers() or [])
+            out.append((m.partition(), m.offset(), m.key(), m.value(), headers))
     consumer.close()
     assert not remaining, f"did not reach the end of {topic} partitions {remaining}"
+    return out
+
+
+def read_topic(
+    brokers: str, topic: str, partitions: int
+) -> list[tuple[int, int, bytes | None, bytes | None]]:
+    """Every record of a topic as (partition, offset, key, value), read to the end."""
+    return [(p, o, k, v) for p, o, k, v, _ in read_records(brokers, topic, partitions)]
+
+
+def table_contents(storage_dir: Path, group: str, table: str, partitions: int) -> dict[str, int]:
+    """The Int table a group's runners left in LevelDB, all partitions merged."""
+    ints = codecs.Int()
+    out: dict[str, int] = {}
+    for p in range(partitions):
+        storage = LevelDBStorage(partition_dir(storage_dir, group, table, p))
+        out.update({k.decode(): ints.decode(v) for k, v in storage.iterate()})
+        storage.close()
     return out
 
 

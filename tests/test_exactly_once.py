@@ -21,11 +21,20 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, KafkaError, Producer, TopicPartition
+from confluent_kafka import Producer, TopicPartition
 from eos_worker import counting_graph
-from kafka_helpers import ClickStream, latest_values, produce, read_topic, wait_until
+from kafka_helpers import (
+    ClickStream,
+    Record,
+    latest_values,
+    produce,
+    read_records,
+    read_topic,
+    table_contents,
+    wait_until,
+)
 
-from goka_ray import LevelDBStorage, codecs
+from goka_ray import codecs
 from goka_ray.errors import FencedError
 from goka_ray.kafka import TopicManager, client_config, make_consumer
 from goka_ray.partitioner import MURMUR2
@@ -37,42 +46,10 @@ from goka_ray.runner import (
     RunnerState,
     transactional_id,
 )
-from goka_ray.storage import partition_dir
 
 PARTITIONS = 2
 INT = codecs.Int()
 EOS = RunnerConfig(batch_size=100, processing_guarantee="exactly_once")
-
-Record = tuple[int, int, bytes | None, bytes | None, dict[str, bytes]]
-
-
-def read_committed(brokers: str, topic: str, partitions: int) -> list[Record]:
-    """Every record a read_committed consumer gets: (partition, offset, key, value, headers)."""
-    consumer = make_consumer(brokers, f"reader-{time.monotonic_ns()}")
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(partitions)])
-    out: list[Record] = []
-    remaining = set(range(partitions))
-    deadline = time.monotonic() + 60
-    while remaining and time.monotonic() < deadline:
-        for m in consumer.consume(10000, timeout=0.5):
-            if m.error() is not None:
-                if m.error().code() == KafkaError._PARTITION_EOF:
-                    remaining.discard(m.partition())
-                continue
-            headers = dict(m.headers() or [])
-            out.append((m.partition(), m.offset(), m.key(), m.value(), headers))
-    consumer.close()
-    assert not remaining, f"did not reach the end of {topic} partitions {remaining}"
-    return out
-
-
-def table_contents(storage_dir: Path, group: str, table: str, partitions: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in range(partitions):
-        storage = LevelDBStorage(partition_dir(storage_dir, group, table, p))
-        out.update({k.decode(): INT.decode(v) for k, v in storage.iterate()})
-        storage.close()
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -88,7 +65,7 @@ def filters_aborted(kafka) -> bool:  # type: ignore[no-untyped-def]
     producer.flush(30)
     producer.abort_transaction(30)
     produce(kafka.bootstrap_servers, topic, [("k", b"committed")])
-    values = [v for *_, v, _ in read_committed(kafka.bootstrap_servers, topic, 1)]
+    values = [v for *_, v, _ in read_records(kafka.bootstrap_servers, topic, 1)]
     return values == [b"committed"]
 
 
@@ -187,7 +164,7 @@ def test_sigkilled_repeatedly_counts_and_emits_every_click_exactly_once(
     assert {k.decode(): INT.decode(v) for k, v in changelog.items()} == truth
 
     # the output holds one message per click: no click lost, none emitted twice
-    records = read_committed(brokers, output, PARTITIONS)
+    records = read_records(brokers, output, PARTITIONS)
     kept = committed_outputs(records, filters_aborted)
     if not filters_aborted:  # the crash before a commit left an aborted transaction behind
         assert len(records) > len(kept)
@@ -219,7 +196,7 @@ def test_a_new_owner_fences_the_old_one(kafka, counter, tmp_path):
     assert table_contents(tmp_path / "new", graph.group, graph.table_topic, PARTITIONS) == {
         "ann": 2
     }
-    outputs = [v for *_, v, _ in read_committed(brokers, output, PARTITIONS)]
+    outputs = [v for *_, v, _ in read_records(brokers, output, PARTITIONS)]
     assert sorted(outputs) == [f"{partition}:0".encode(), f"{partition}:1".encode()]
 
 

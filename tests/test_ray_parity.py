@@ -11,7 +11,7 @@ import kafka_helpers
 import pytest
 import ray
 import ray.cloudpickle as cloudpickle
-from kafka_helpers import count_click, produce_clicks, wait_until
+from kafka_helpers import count_click, produce_clicks, read_records, wait_until
 
 from goka_ray import Assignment, GokaRayError, Input, Persist, Visitor, codecs, define_group
 from goka_ray.examples import click_counter
@@ -324,10 +324,8 @@ def test_a_hung_actor_is_killed_and_replaced_without_loss(setup, kafka):
     finally:
         view.stop()
     epochs = {
-        int(h[1])
-        for _, _, _, hs in _changelog_with_headers(brokers, graph.table_topic, 0)
-        for h in hs
-        if h[0] == "goka-ray.epoch"
+        int(headers["goka-ray.epoch"])
+        for *_, headers in read_records(brokers, graph.table_topic, 1)
     }
     assert len(epochs) == 2  # the first owner, then its replacement
 
@@ -340,25 +338,3 @@ def _alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def _changelog_with_headers(brokers: str, topic: str, partition: int):  # type: ignore[no-untyped-def]
-    from confluent_kafka import OFFSET_BEGINNING, TopicPartition
-
-    from goka_ray.kafka import caught_up, make_consumer
-
-    consumer = make_consumer(brokers, f"reader-{time.monotonic_ns()}")
-    consumer.assign([TopicPartition(topic, partition, OFFSET_BEGINNING)])
-    out = []
-    position = 0
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        batch = consumer.consume(1000, timeout=0.5)
-        for m in batch:
-            if m.error() is None:
-                out.append((m.partition(), m.offset(), m.key(), m.headers() or []))
-                position = m.offset() + 1
-        if not batch and caught_up(consumer, topic, partition, position):
-            break
-    consumer.close()
-    return out

@@ -21,6 +21,7 @@ from kafka_helpers import (
     produce_clicks,
     read_topic,
     runners_for,
+    table_contents,
     wait_until,
 )
 
@@ -28,7 +29,6 @@ from goka_ray import (
     Context,
     Input,
     Join,
-    LevelDBStorage,
     Lookup,
     Loop,
     Output,
@@ -40,19 +40,9 @@ from goka_ray import (
 from goka_ray.kafka import TopicManager, make_consumer
 from goka_ray.partitioner import MURMUR2
 from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
-from goka_ray.storage import partition_dir
 
 PARTITIONS = 4
 INT = codecs.Int()
-
-
-def table_contents(storage_dir: Path, group: str, table: str, partitions: int) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for p in range(partitions):
-        storage = LevelDBStorage(partition_dir(storage_dir, group, table, p))
-        out.update({k.decode(): INT.decode(v) for k, v in storage.iterate()})
-        storage.close()
-    return out
 
 
 def decoded(values: dict[bytes, bytes]) -> dict[str, int]:
