@@ -13,12 +13,13 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(PY) -m goka_ray.demo
+	$(PY) -m goka_ray.tools.demo
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check goka_ray actors tests bench
 	$(VENV)/bin/ruff format --check goka_ray actors tests bench
 	$(VENV)/bin/mypy goka_ray
+	$(VENV)/bin/lint-imports
 
 test: lint
 	$(PY) -m pytest -q

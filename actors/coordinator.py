@@ -24,32 +24,21 @@ from typing import Any
 import ray
 from ray.exceptions import GetTimeoutError, RayActorError
 
-from actors.partition import PartitionActor, WorkerSpec
-from goka_ray.assignment import plan_actors
-from goka_ray.config import Config, GroupConfig
+from goka_ray.actors.partition import PartitionActor, WorkerSpec
+from goka_ray.control.assignment import plan_actors
+from goka_ray.control.fencing import EpochTable
+from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
+from goka_ray.control.status import GroupStatus, PartitionStatus
+from goka_ray.core.config import Config, GroupConfig
+from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import GokaRayError, ProcessingError
-from goka_ray.fencing import EpochTable
-from goka_ray.graph import GroupGraph
-from goka_ray.kafka import TopicManager
-from goka_ray.runner import RunnerConfig
-from goka_ray.status import GroupStatus, PartitionStatus
+from goka_ray.kafka.runner import RunnerConfig
+from goka_ray.kafka.topics import TopicManager
 
 logger = logging.getLogger(__name__)
 
 #: pings a worker may miss before it counts as hung and is replaced
 HUNG_AFTER_MISSES = 3
-
-
-def coordinator_name(group: str) -> str:
-    return f"goka-ray/{group}/coordinator"
-
-
-def worker_prefix(group: str) -> str:
-    return f"goka-ray/{group}/worker-"
-
-
-def standby_prefix(group: str) -> str:
-    return f"goka-ray/{group}/standby-"
 
 
 @dataclass(frozen=True)

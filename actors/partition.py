@@ -18,13 +18,14 @@ from pathlib import Path
 from typing import Any
 
 import ray
+from ray.util import metrics
 
+from goka_ray.control.fencing import Lease
+from goka_ray.control.metrics import METRICS, MetricSink, PartitionMetrics
+from goka_ray.control.status import Assignment, PartitionStatus
+from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import FencedError, GokaRayError, StorageError
-from goka_ray.fencing import Lease
-from goka_ray.graph import GroupGraph
-from goka_ray.metrics import PartitionMetrics, ray_sink
-from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
-from goka_ray.status import Assignment, PartitionStatus
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 
 logger = logging.getLogger(__name__)
 
@@ -278,3 +279,19 @@ class PartitionActor:
 
 def _never_write() -> None:
     raise FencedError("a standby copy never writes; promote it with assign() first")
+
+
+_RAY_METRICS: dict[str, Any] = {}
+
+
+def ray_sink(name: str) -> MetricSink:
+    """The process-wide ray.util.metrics object of a metric (created once per process)."""
+    if name not in _RAY_METRICS:
+        kind, description = METRICS[name]
+        keys: tuple[str, ...] = ("group", "partition")
+        if name == "goka_ray_lag":
+            keys = (*keys, "topic")
+        cls = metrics.Counter if kind == "counter" else metrics.Gauge
+        _RAY_METRICS[name] = cls(name, description=description, tag_keys=keys)
+    sink: MetricSink = _RAY_METRICS[name]
+    return sink

@@ -31,10 +31,10 @@ from typing import Any
 import ray
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, TopicPartition
 
-from goka_ray.kafka import caught_up, client_config, make_consumer
-from goka_ray.status import ViewStatus
-from goka_ray.storage import MemoryStorage, Storage, WriteBatch
-from goka_ray.tables import UpdateCallback, UpdateContext, UpdateStorage
+from goka_ray.control.status import ViewStatus
+from goka_ray.core.storage import MemoryStorage, Storage, WriteBatch
+from goka_ray.core.tables import UpdateCallback, UpdateContext, UpdateStorage
+from goka_ray.kafka.clients import caught_up, client_config, make_consumer
 
 logger = logging.getLogger(__name__)
 

@@ -18,9 +18,9 @@ import time
 
 from bench.throughput import fill
 from goka_ray import Context, GroupGraph, Input, Output, Persist, codecs, define_group
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 
 def graph_for(group: str, topic: str, output: str | None) -> GroupGraph:

@@ -21,10 +21,10 @@ from confluent_kafka import Producer
 from tqdm import tqdm
 
 from goka_ray import Processor, codecs
+from goka_ray.core.storage import partition_dir
 from goka_ray.examples import click_counter
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.storage import partition_dir
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 NAMESPACE = "goka-ray-bench-failover"
 

@@ -21,8 +21,8 @@ from tqdm import tqdm
 from bench.throughput import fill, raw_loop
 from goka_ray import Processor, View, codecs
 from goka_ray.examples import click_counter
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 PARTITIONS = 4
 

@@ -30,9 +30,9 @@ from tqdm import tqdm
 
 from bench.throughput import fill
 from goka_ray import Context, GroupGraph, Input, Persist, codecs, define_group
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.runner import PartitionRunner
+from goka_ray.kafka.runner import PartitionRunner
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 
 def count(ctx: Context, msg: bytes) -> None:

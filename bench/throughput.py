@@ -23,9 +23,10 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from tqdm import tqdm
 
 from goka_ray import Context, Input, Persist, codecs, define_group
-from goka_ray.kafka import TopicManager, make_consumer, make_producer
-from goka_ray.local import LocalKafka
-from goka_ray.runner import PartitionRunner, RunnerState
+from goka_ray.kafka.clients import make_consumer, make_producer
+from goka_ray.kafka.runner import PartitionRunner, RunnerState
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 
 def count(ctx: Context, msg: bytes) -> None:

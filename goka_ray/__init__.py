@@ -4,25 +4,12 @@ Goka's model in Python: emitters produce to streams, processor groups consume th
 callbacks that read and write a partitioned, persisted table, and views serve the tables.
 """
 
-from goka_ray import codecs
-from goka_ray.codecs import Codec
-from goka_ray.config import Config, GroupConfig, ViewConfig
-from goka_ray.context import Context, DeferredCommit
-from goka_ray.emitter import Delivery, Emitter
-from goka_ray.errors import (
-    BrokerError,
-    CallbackFailed,
-    CodecError,
-    ConfigError,
-    ContextError,
-    FencedError,
-    GokaRayError,
-    GraphError,
-    ProcessingError,
-    StorageError,
-    TopicError,
-)
-from goka_ray.graph import (
+from goka_ray.control.status import Assignment, GroupStatus, PartitionStatus, ViewStatus
+from goka_ray.core import codecs
+from goka_ray.core.codecs import Codec
+from goka_ray.core.config import Config, GroupConfig, ViewConfig
+from goka_ray.core.context import Context, DeferredCommit
+from goka_ray.core.graph import (
     GroupGraph,
     Input,
     Inputs,
@@ -36,15 +23,29 @@ from goka_ray.graph import (
     loop_stream,
     table,
 )
-from goka_ray.local import LocalKafka
-from goka_ray.partition import VISIT_TOPIC, BatchResult, PartitionCore
-from goka_ray.partitioner import GOKA, MURMUR2, GokaPartitioner, Partitioner, partitioner_named
-from goka_ray.runtime import Processor
-from goka_ray.status import Assignment, GroupStatus, PartitionStatus, ViewStatus
-from goka_ray.storage import LevelDBStorage, MemoryStorage, Storage
-from goka_ray.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
-from goka_ray.tester import EmittedMessage, Tester
-from goka_ray.view import View, ViewObserver
+from goka_ray.core.partition import VISIT_TOPIC, BatchResult, PartitionCore
+from goka_ray.core.partitioner import GOKA, MURMUR2, GokaPartitioner, Partitioner, partitioner_named
+from goka_ray.core.storage import LevelDBStorage, MemoryStorage, Storage
+from goka_ray.core.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
+from goka_ray.core.tester import EmittedMessage, Tester
+from goka_ray.errors import (
+    BrokerError,
+    CallbackFailed,
+    CodecError,
+    ConfigError,
+    ContextError,
+    FencedError,
+    GokaRayError,
+    GraphError,
+    ProcessingError,
+    StorageError,
+    TopicError,
+)
+from goka_ray.kafka.emitter import Delivery, Emitter
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.processor import Processor
+from goka_ray.ray.view import View, ViewObserver
+from goka_ray.tools.local import LocalKafka
 
 __version__ = "0.1.0"
 
@@ -93,6 +94,7 @@ __all__ = [
     "StorageError",
     "Tester",
     "TopicError",
+    "TopicManager",
     "UpdateContext",
     "UpdateStorage",
     "View",

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from goka_ray.codecs import Int, String
-from goka_ray.context import Context
-from goka_ray.graph import GroupGraph, Input, Persist, define_group
+from goka_ray.core.codecs import Int, String
+from goka_ray.core.context import Context
+from goka_ray.core.graph import GroupGraph, Input, Persist, define_group
 
 
 def count_click(ctx: Context, msg: str) -> None:

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from goka_ray.local import LocalKafka
+from goka_ray.tools.local import LocalKafka
 
 
 @pytest.fixture(scope="session")

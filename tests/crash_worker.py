@@ -7,7 +7,7 @@ import threading
 
 from kafka_helpers import clicks_graph
 
-from goka_ray.runner import PartitionRunner, RunnerConfig
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig
 
 
 def main() -> None:

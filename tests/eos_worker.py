@@ -22,7 +22,7 @@ from types import FrameType
 from typing import Any
 
 from goka_ray import Context, GroupGraph, Input, Output, Persist, codecs, define_group
-from goka_ray.runner import PartitionRunner, RunnerConfig
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig
 
 
 def counting_graph(group: str, topic: str, output: str) -> GroupGraph:

@@ -12,9 +12,9 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from goka_ray import Context, GroupGraph, Input, Persist, codecs, define_group
-from goka_ray.kafka import make_consumer, make_producer
-from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
-from goka_ray.storage import LevelDBStorage, partition_dir
+from goka_ray.core.storage import LevelDBStorage, partition_dir
+from goka_ray.kafka.clients import make_consumer, make_producer
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 
 
 def count_click(ctx: Context, msg: str) -> None:

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from goka_ray.cli import build_parser, load_graph, main
+from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import ConfigError, GraphError
-from goka_ray.graph import GroupGraph
+from goka_ray.tools.cli import build_parser, load_graph, main
 
 APP = """
 from goka_ray import Input, Persist, codecs, define_group
@@ -114,7 +114,7 @@ def _cli(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     # a subprocess with its own Ray temp dir: it must not find clusters of other tests
     env = {"PATH": "/usr/bin:/bin", "HOME": str(tmp_path), "RAY_TMPDIR": str(tmp_path)}
     return subprocess.run(
-        [sys.executable, "-m", "goka_ray.cli", *args],
+        [sys.executable, "-m", "goka_ray.tools.cli", *args],
         capture_output=True,
         text=True,
         env=env,

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from kafka_helpers import produce_clicks, wait_until
 
-from goka_ray.kafka import TopicManager
+from goka_ray.kafka.topics import TopicManager
 
 NAMESPACE = "goka-ray-cli-tests"
 PARTITIONS = 4

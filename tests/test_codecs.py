@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from goka_ray import Codec, CodecError, codecs
-from goka_ray.codecs import as_codec
+from goka_ray.core.codecs import as_codec
 
 ROUND_TRIPS: list[tuple[Codec, list[Any]]] = [
     (codecs.String(), ["", "hello", "grüße ☃ 日本 🚀", "line\nbreak\x00nul", "x" * 100_000]),

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from goka_ray import Config, ConfigError, GroupConfig
-from goka_ray.assignment import plan_actors
+from goka_ray.control.assignment import plan_actors
 
 
 def test_defaults_need_no_configuration():
@@ -70,7 +70,7 @@ def test_the_example_config_file_loads_and_shows_every_default() -> None:
     import dataclasses
     from pathlib import Path
 
-    from goka_ray.config import Config, GroupConfig, ViewConfig
+    from goka_ray.core.config import Config, GroupConfig, ViewConfig
 
     path = Path(__file__).resolve().parent.parent / "goka.yaml"
     config = Config.from_yaml(path)

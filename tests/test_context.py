@@ -27,9 +27,9 @@ from goka_ray import (
     define_group,
     table,
 )
-from goka_ray.messages import Headers, InputMessage
-from goka_ray.partitioner import MURMUR2
-from goka_ray.storage import MemoryStorage
+from goka_ray.core.messages import Headers, InputMessage
+from goka_ray.core.partitioner import MURMUR2
+from goka_ray.core.storage import MemoryStorage
 
 S, INT, JSON = codecs.String(), codecs.Int(), codecs.Json()
 

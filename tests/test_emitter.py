@@ -6,10 +6,11 @@ import pytest
 from kafka_helpers import read_topic
 
 from goka_ray import codecs
-from goka_ray.emitter import Delivery, Emitter
+from goka_ray.core.partitioner import GOKA, MURMUR2
 from goka_ray.errors import GokaRayError
-from goka_ray.kafka import TopicManager, make_consumer
-from goka_ray.partitioner import GOKA, MURMUR2
+from goka_ray.kafka.clients import make_consumer
+from goka_ray.kafka.emitter import Delivery, Emitter
+from goka_ray.kafka.topics import TopicManager
 
 
 @pytest.fixture

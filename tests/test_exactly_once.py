@@ -35,10 +35,10 @@ from kafka_helpers import (
 )
 
 from goka_ray import codecs
+from goka_ray.core.partitioner import MURMUR2
 from goka_ray.errors import FencedError
-from goka_ray.kafka import TopicManager, client_config, make_consumer
-from goka_ray.partitioner import MURMUR2
-from goka_ray.runner import (
+from goka_ray.kafka.clients import client_config, make_consumer
+from goka_ray.kafka.runner import (
     TXN_HEADER,
     TXN_ID_HEADER,
     PartitionRunner,
@@ -46,6 +46,7 @@ from goka_ray.runner import (
     RunnerState,
     transactional_id,
 )
+from goka_ray.kafka.topics import TopicManager
 
 PARTITIONS = 2
 INT = codecs.Int()

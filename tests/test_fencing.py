@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from goka_ray import FencedError
-from goka_ray.fencing import EpochTable, Lease
+from goka_ray.control.fencing import EpochTable, Lease
 
 
 class Clock:

@@ -22,8 +22,8 @@ from goka_ray import (
     loop_stream,
     table,
 )
+from goka_ray.core.graph import dead_letter_topic
 from goka_ray.errors import CodecError, GokaRayError
-from goka_ray.graph import dead_letter_topic
 
 S = codecs.String()
 

@@ -10,7 +10,7 @@ import pytest
 from goka_ray import Input, Join, Persist, codecs, define_group
 from goka_ray.errors import BrokerError, TopicError
 from goka_ray.examples import count_click
-from goka_ray.kafka import TopicManager
+from goka_ray.kafka.topics import TopicManager
 
 
 def test_group_topics_are_created_with_the_inputs_partition_count(kafka, unique):

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from goka_ray.errors import BrokerError
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 
 def test_local_broker_answers_on_loopback_and_stops():

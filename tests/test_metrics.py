@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from goka_ray.metrics import METRICS, PartitionMetrics
+from goka_ray.control.metrics import METRICS, PartitionMetrics
 
 
 class Recorder:

@@ -13,9 +13,9 @@ import pytest
 from kafka_helpers import Running, produce, read_topic, runners_for, wait_until
 
 from goka_ray import Context, Input, Lookup, Persist, codecs, define_group, table
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.runner import RunnerState
+from goka_ray.kafka.runner import RunnerState
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.tools.local import LocalKafka
 
 
 @pytest.fixture

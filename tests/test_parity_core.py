@@ -28,14 +28,14 @@ from goka_ray import (
     define_group,
     table,
 )
-from goka_ray.context import DeferredCommit
+from goka_ray.core.context import DeferredCommit
+from goka_ray.core.graph import Inputs, Visitor
+from goka_ray.core.messages import Headers, InputMessage
+from goka_ray.core.partition import VISIT_TOPIC
+from goka_ray.core.partitioner import GOKA, MURMUR2, GokaPartitioner, fnv1a32, partitioner_named
+from goka_ray.core.storage import MemoryStorage, read_all
+from goka_ray.core.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
 from goka_ray.errors import CodecError, ConfigError
-from goka_ray.graph import Inputs, Visitor
-from goka_ray.messages import Headers, InputMessage
-from goka_ray.partition import VISIT_TOPIC
-from goka_ray.partitioner import GOKA, MURMUR2, GokaPartitioner, fnv1a32, partitioner_named
-from goka_ray.storage import MemoryStorage, read_all
-from goka_ray.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
 
 INT, S = codecs.Int(), codecs.String()
 

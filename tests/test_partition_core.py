@@ -25,8 +25,8 @@ from goka_ray import (
     codecs,
     define_group,
 )
-from goka_ray.messages import Headers, InputMessage
-from goka_ray.storage import MemoryStorage, Storage, read_all
+from goka_ray.core.messages import Headers, InputMessage
+from goka_ray.core.storage import MemoryStorage, Storage, read_all
 
 INT, S = codecs.Int(), codecs.String()
 

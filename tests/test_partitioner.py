@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from kafka_helpers import produce, read_topic
 
-from goka_ray.kafka import TopicManager
-from goka_ray.partitioner import MURMUR2, murmur2
+from goka_ray.core.partitioner import MURMUR2, murmur2
+from goka_ray.kafka.topics import TopicManager
 
 # Apache Kafka's UtilsTest.testMurmur2 vectors (signed Java ints)
 JAVA_MURMUR2 = {

@@ -14,11 +14,11 @@ import ray.cloudpickle as cloudpickle
 from kafka_helpers import count_click, produce_clicks, read_records, wait_until
 
 from goka_ray import Assignment, GokaRayError, Input, Persist, Visitor, codecs, define_group
+from goka_ray.core.storage import partition_dir
 from goka_ray.examples import click_counter
-from goka_ray.kafka import TopicManager
-from goka_ray.runtime import Processor
-from goka_ray.storage import partition_dir
-from goka_ray.view import View
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.processor import Processor
+from goka_ray.ray.view import View
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(kafka_helpers)

@@ -13,11 +13,12 @@ import ray
 from kafka_helpers import ClickStream, produce, produce_clicks, wait_until
 
 from goka_ray import Context, Input, Persist, ProcessingError, codecs, define_group
+from goka_ray.core.partitioner import MURMUR2
 from goka_ray.examples import click_counter
-from goka_ray.kafka import TopicManager, make_consumer
-from goka_ray.partitioner import MURMUR2
-from goka_ray.runtime import Processor
-from goka_ray.view import View
+from goka_ray.kafka.clients import make_consumer
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.processor import Processor
+from goka_ray.ray.view import View
 
 # callbacks defined in test modules travel to Ray workers by value
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -37,9 +37,10 @@ from goka_ray import (
     codecs,
     define_group,
 )
-from goka_ray.kafka import TopicManager, make_consumer
-from goka_ray.partitioner import MURMUR2
-from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.core.partitioner import MURMUR2
+from goka_ray.kafka.clients import make_consumer
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.kafka.topics import TopicManager
 
 PARTITIONS = 4
 INT = codecs.Int()

@@ -9,8 +9,8 @@ import pytest
 from kafka_helpers import Running, produce, read_topic, runners_for
 
 from goka_ray import GOKA, Context, Emitter, Input, Inputs, Persist, codecs, define_group
-from goka_ray.kafka import TopicManager
-from goka_ray.runner import RunnerConfig
+from goka_ray.kafka.runner import RunnerConfig
+from goka_ray.kafka.topics import TopicManager
 
 PARTITIONS = 4
 

@@ -24,10 +24,11 @@ from goka_ray import (
     codecs,
     define_group,
 )
-from goka_ray.kafka import TopicManager, make_consumer, make_producer
-from goka_ray.runner import PartitionRunner, RunnerConfig, RunnerState
-from goka_ray.storage import partition_dir
-from goka_ray.tables import UpdateContext, UpdateStorage
+from goka_ray.core.storage import partition_dir
+from goka_ray.core.tables import UpdateContext, UpdateStorage
+from goka_ray.kafka.clients import make_consumer, make_producer
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
+from goka_ray.kafka.topics import TopicManager
 
 INT = codecs.Int()
 STRING = codecs.String()

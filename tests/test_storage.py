@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from goka_ray import LevelDBStorage, MemoryStorage, Storage, StorageError
-from goka_ray.storage import WriteBatch, partition_dir, read_all
+from goka_ray.core.storage import WriteBatch, partition_dir, read_all
 
 
 @pytest.fixture(params=["memory", "leveldb"])

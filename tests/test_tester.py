@@ -24,7 +24,7 @@ from goka_ray import (
     loop_stream,
     table,
 )
-from goka_ray.partitioner import MURMUR2
+from goka_ray.core.partitioner import MURMUR2
 
 S, INT, JSON = codecs.String(), codecs.Int(), codecs.Json()
 

@@ -15,13 +15,13 @@ import pytest
 import ray
 from kafka_helpers import produce
 
-from actors.view import KeyIndex, offset_reset_reason
 from goka_ray import codecs
+from goka_ray.actors.view import KeyIndex, offset_reset_reason
+from goka_ray.core.storage import MemoryStorage, WriteBatch
 from goka_ray.errors import GokaRayError
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.storage import MemoryStorage, WriteBatch
-from goka_ray.view import View
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.view import View
+from goka_ray.tools.local import LocalKafka
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])
 cloudpickle.register_pickle_by_value(kafka_helpers)

@@ -27,11 +27,11 @@ from typing import Any
 
 from rich.console import Console
 
-from goka_ray import codecs
-from goka_ray.config import Config
-from goka_ray.console import make_console, status_table
+from goka_ray.core import codecs
+from goka_ray.core.config import Config
+from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import ConfigError, GokaRayError, GraphError
-from goka_ray.graph import GroupGraph
+from goka_ray.tools.console import make_console, status_table
 
 __all__ = ["load_graph", "main"]
 
@@ -100,7 +100,7 @@ def _ship_by_value(module: Any) -> None:
 
 
 def _cmd_demo(args: argparse.Namespace, out: Console) -> int:
-    from goka_ray import demo
+    from goka_ray.tools import demo
 
     return demo.run_from_args(args)
 
@@ -108,9 +108,9 @@ def _cmd_demo(args: argparse.Namespace, out: Console) -> int:
 def _cmd_run(args: argparse.Namespace, out: Console) -> int:
     import ray
 
-    from goka_ray.cluster import NoClusterError, connect
-    from goka_ray.kafka import check_brokers
-    from goka_ray.runtime import Processor
+    from goka_ray.kafka.topics import check_brokers
+    from goka_ray.ray.cluster import NoClusterError, connect
+    from goka_ray.ray.processor import Processor
 
     graph = load_graph(args.target)
     config = Config.load(args.config) if args.config else Config()
@@ -181,13 +181,13 @@ def _wait_with_progress(processor: Any, timeout: float, out: Console) -> None:
 
 
 def _attach(args: argparse.Namespace, group: str) -> Any:
-    from goka_ray.runtime import Processor
+    from goka_ray.ray.processor import Processor
 
     return Processor.attach(group, namespace=args.namespace or "goka-ray", address=args.address)
 
 
 def _cmd_status(args: argparse.Namespace, out: Console) -> int:
-    from goka_ray.cluster import connect, list_groups
+    from goka_ray.ray.cluster import connect, list_groups
 
     namespace = args.namespace or "goka-ray"
     if not args.group:
@@ -235,7 +235,7 @@ def _cmd_scale(args: argparse.Namespace, out: Console) -> int:
 
 
 def _cmd_get(args: argparse.Namespace, out: Console) -> int:
-    from goka_ray.view import View
+    from goka_ray.ray.view import View
 
     value = None
     group = args.table[: -len("-table")] if args.table.endswith("-table") else None
@@ -248,7 +248,7 @@ def _cmd_get(args: argparse.Namespace, out: Console) -> int:
         assert group is not None
         view = _attach(args, group).view()
     else:
-        from goka_ray.cluster import connect
+        from goka_ray.ray.cluster import connect
 
         config = Config.load(args.config) if args.config else Config()
         namespace = args.namespace or config.namespace
@@ -276,8 +276,8 @@ def _cmd_stop(args: argparse.Namespace, out: Console) -> int:
 
 
 def _cmd_monitor(args: argparse.Namespace, out: Console) -> int:
-    from goka_ray.cluster import connect
-    from goka_ray.monitor import serve
+    from goka_ray.ray.cluster import connect
+    from goka_ray.tools.monitor import serve
 
     namespace = args.namespace or "goka-ray"
     connect(namespace, args.address)
@@ -296,7 +296,7 @@ def _cmd_monitor(args: argparse.Namespace, out: Console) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from goka_ray import demo
+    from goka_ray.tools import demo
 
     parser = argparse.ArgumentParser(
         prog="goka-ray",

@@ -12,7 +12,14 @@ from typing import Any
 
 from goka_ray.errors import GokaRayError
 
-__all__ = ["NoClusterError", "UnknownGroupError", "connect", "list_groups", "list_views"]
+__all__ = [
+    "NoClusterError",
+    "UnknownGroupError",
+    "connect",
+    "ensure_ray",
+    "list_groups",
+    "list_views",
+]
 
 _COORDINATOR = re.compile(r"^goka-ray/(?P<group>.+)/coordinator$")
 _VIEW = re.compile(r"^goka-ray/view/(?P<table>.+)/\d+-of-\d+$")
@@ -109,7 +116,7 @@ def coordinator(group: str, namespace: str) -> Any:
     """The coordinator actor of a running group; UnknownGroupError lists the running ones."""
     import ray
 
-    from actors.coordinator import coordinator_name
+    from goka_ray.control.names import coordinator_name
 
     try:
         return ray.get_actor(coordinator_name(group), namespace=namespace)
@@ -120,3 +127,20 @@ def coordinator(group: str, namespace: str) -> Any:
             f"no processor group {group!r} in Ray namespace {namespace!r} ({hint}); "
             "start it with `goka-ray run MODULE:GRAPH` or check --namespace"
         ) from None
+
+
+def ensure_ray(namespace: str, *, num_cpus: int | None = None) -> None:
+    """Connect to Ray: the cluster in ``RAY_ADDRESS`` or a running local one, else start one."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": False}
+    address = os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, **kwargs)
+        return
+    try:
+        ray.init(address="auto", **kwargs)
+    except (ConnectionError, RuntimeError):
+        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)

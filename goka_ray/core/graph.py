@@ -15,12 +15,12 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from goka_ray.codecs import Codec, as_codec
+from goka_ray.core.codecs import Codec, as_codec
 from goka_ray.errors import CodecError, GraphError
 
 if TYPE_CHECKING:
-    from goka_ray.context import Context
-    from goka_ray.tables import UpdateCallback
+    from goka_ray.core.context import Context
+    from goka_ray.core.tables import UpdateCallback
 
 __all__ = [
     "Callback",
@@ -231,8 +231,8 @@ class Persist:
     ``update(ctx, storage, key, value)``, if given, is called instead of the default store
     (delete for a None value) for every changelog record applied while the table is recovered
     or caught up, so it can filter or transform what is stored: ``ctx`` is an
-    :class:`~goka_ray.tables.UpdateContext` (topic, partition, offset, headers), ``storage`` an
-    :class:`~goka_ray.tables.UpdateStorage` (get/has/set/delete of raw bytes), ``value`` the
+    :class:`~goka_ray.core.tables.UpdateContext` (topic, partition, offset, headers), ``storage`` an
+    :class:`~goka_ray.core.tables.UpdateStorage` (get/has/set/delete of raw bytes), ``value`` the
     record's raw bytes. The callbacks' own ``ctx.set_value``/``delete`` are stored as they are.
     """
 

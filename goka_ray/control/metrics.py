@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, Protocol
 
-__all__ = ["METRICS", "MetricSink", "PartitionMetrics", "ray_sink"]
+__all__ = ["METRICS", "MetricSink", "PartitionMetrics"]
 
 #: name -> (kind, description); every metric has the tags group, partition (and topic for lag)
 METRICS: dict[str, tuple[str, str]] = {
@@ -78,21 +78,3 @@ class PartitionMetrics:
         self._metrics["goka_ray_recovered_records"].set(status.recovered, tags=self.tags)
         running = 1.0 if str(getattr(status.state, "value", status.state)) == "running" else 0.0
         self._metrics["goka_ray_running"].set(running, tags=self.tags)
-
-
-_RAY_METRICS: dict[str, Any] = {}
-
-
-def ray_sink(name: str) -> MetricSink:
-    """The process-wide ray.util.metrics object of a metric (created once per process)."""
-    from ray.util import metrics
-
-    if name not in _RAY_METRICS:
-        kind, description = METRICS[name]
-        keys: tuple[str, ...] = ("group", "partition")
-        if name == "goka_ray_lag":
-            keys = (*keys, "topic")
-        cls = metrics.Counter if kind == "counter" else metrics.Gauge
-        _RAY_METRICS[name] = cls(name, description=description, tag_keys=keys)
-    sink: MetricSink = _RAY_METRICS[name]
-    return sink

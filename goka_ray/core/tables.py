@@ -9,11 +9,11 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
-from goka_ray.codecs import Codec
+from goka_ray.core.codecs import Codec
+from goka_ray.core.messages import Headers, headers_dict
+from goka_ray.core.partitioner import MURMUR2, Partitioner
+from goka_ray.core.storage import Storage, WriteBatch
 from goka_ray.errors import ProcessingError
-from goka_ray.messages import Headers, headers_dict
-from goka_ray.partitioner import MURMUR2, Partitioner
-from goka_ray.storage import Storage, WriteBatch
 
 __all__ = [
     "ChangelogRecord",
@@ -115,7 +115,7 @@ def default_update(
 class TablePartition:
     """One partition of a table: decoded reads and changelog application.
 
-    ``update`` (see :class:`~goka_ray.graph.Persist`) replaces the default store/delete of each
+    ``update`` (see :class:`~goka_ray.core.graph.Persist`) replaces the default store/delete of each
     changelog record applied; ``group`` names the group in the errors it raises.
     """
 

@@ -28,14 +28,15 @@ from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
-from goka_ray.assignment import plan_actors
-from goka_ray.codecs import Codec, as_codec
-from goka_ray.config import Config
+from goka_ray.control.assignment import plan_actors
+from goka_ray.control.names import view_actor_name
+from goka_ray.control.status import ViewStatus
+from goka_ray.core.codecs import Codec, as_codec
+from goka_ray.core.config import Config
+from goka_ray.core.graph import _check_update
+from goka_ray.core.partitioner import MURMUR2, Partitioner
+from goka_ray.core.tables import UpdateCallback
 from goka_ray.errors import GokaRayError, TopicError
-from goka_ray.graph import _check_update
-from goka_ray.partitioner import MURMUR2, Partitioner
-from goka_ray.status import ViewStatus
-from goka_ray.tables import UpdateCallback
 
 __all__ = ["View", "ViewObserver"]
 
@@ -45,10 +46,6 @@ STATES = ViewStatus.STATES
 _RANK = {state: i for i, state in enumerate(STATES)}
 PAGE_SIZE = 1000  # pairs per page that View.iterator fetches from a view actor
 PAGE_BYTES = 4 << 20  # and a page stops growing at about this many bytes
-
-
-def view_actor_name(table: str, index: int, replicas: int) -> str:
-    return f"goka-ray/view/{table}/{index}-of-{replicas}"
 
 
 class View:
@@ -83,9 +80,9 @@ class View:
         """Create the view actors, or attach to them if they run already."""
         import ray
 
-        from actors.view import ViewActor, ViewSpec
-        from goka_ray.kafka import TopicManager
-        from goka_ray.runtime import ensure_ray
+        from goka_ray.actors.view import ViewActor, ViewSpec
+        from goka_ray.kafka.topics import TopicManager
+        from goka_ray.ray.cluster import ensure_ray
 
         ensure_ray(self.config.namespace)
         with TopicManager(self.brokers) as topics:

@@ -11,11 +11,11 @@ import threading
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage, headers_dict
 from goka_ray.errors import CallbackFailed, ContextError
-from goka_ray.messages import Headers, InputMessage, OutgoingMessage, headers_dict
 
 if TYPE_CHECKING:
-    from goka_ray.partition import PartitionCore
+    from goka_ray.core.partition import PartitionCore
 
 __all__ = ["Context", "DeferredCommit"]
 

@@ -16,15 +16,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from goka_ray.codecs import Codec
-from goka_ray.context import DeferredCommit
+from goka_ray.core.codecs import Codec
+from goka_ray.core.context import DeferredCommit
+from goka_ray.core.graph import GroupGraph
+from goka_ray.core.messages import InputMessage, OutgoingMessage, headers_dict, headers_list
+from goka_ray.core.partition import BatchResult, PartitionCore
+from goka_ray.core.partitioner import MURMUR2, Partitioner
+from goka_ray.core.storage import MemoryStorage
+from goka_ray.core.tables import ChangelogRecord, PartitionedTable
 from goka_ray.errors import ConfigError, ProcessingError
-from goka_ray.graph import GroupGraph
-from goka_ray.messages import InputMessage, OutgoingMessage, headers_dict, headers_list
-from goka_ray.partition import BatchResult, PartitionCore
-from goka_ray.partitioner import MURMUR2, Partitioner
-from goka_ray.storage import MemoryStorage
-from goka_ray.tables import ChangelogRecord, PartitionedTable
 
 __all__ = ["EmittedMessage", "Tester"]
 

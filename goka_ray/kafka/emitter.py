@@ -9,11 +9,11 @@ from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
 
-from goka_ray.codecs import Codec, as_codec
+from goka_ray.core.codecs import Codec, as_codec
+from goka_ray.core.messages import headers_list
+from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.errors import BrokerError, GokaRayError
-from goka_ray.kafka import make_producer
-from goka_ray.messages import headers_list
-from goka_ray.partitioner import MURMUR2, Partitioner
+from goka_ray.kafka.clients import make_producer
 
 __all__ = ["Delivery", "Emitter"]
 

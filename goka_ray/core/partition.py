@@ -21,19 +21,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from goka_ray.codecs import Codec, _decode_error
-from goka_ray.context import _UNSET, Context, DeferredCommit
-from goka_ray.errors import (
-    CallbackFailed,
-    CodecError,
-    ConfigError,
-    ContextError,
-    ProcessingError,
+from goka_ray.core.codecs import Codec, _decode_error
+from goka_ray.core.context import _UNSET, Context, DeferredCommit
+from goka_ray.core.graph import GroupGraph, StreamEdge
+from goka_ray.core.messages import (
+    Headers,
+    InputMessage,
+    OutgoingMessage,
+    headers_dict,
+    headers_list,
 )
-from goka_ray.graph import GroupGraph, StreamEdge
-from goka_ray.messages import Headers, InputMessage, OutgoingMessage, headers_dict, headers_list
-from goka_ray.storage import MemoryStorage, Storage, WriteBatch
-from goka_ray.tables import ChangelogRecord, TablePartition
+from goka_ray.core.storage import MemoryStorage, Storage, WriteBatch
+from goka_ray.core.tables import ChangelogRecord, TablePartition
+from goka_ray.errors import CallbackFailed, CodecError, ConfigError, ContextError, ProcessingError
 
 __all__ = ["VISIT_TOPIC", "BatchResult", "CoreStats", "PartitionCore", "TableReader"]
 

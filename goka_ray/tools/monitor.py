@@ -22,8 +22,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import unquote
 
-from goka_ray.cluster import UnknownGroupError, list_groups
 from goka_ray.errors import GokaRayError
+from goka_ray.ray.cluster import UnknownGroupError, list_groups
 
 __all__ = ["ClusterBackend", "serve"]
 
@@ -69,7 +69,7 @@ class ClusterBackend:
         return {"table": table, "key": key, "found": value is not None, "value": value}
 
     def _processor(self, group: str) -> Any:
-        from goka_ray.runtime import Processor
+        from goka_ray.ray.processor import Processor
 
         return Processor.attach(group, namespace=self.namespace)
 
@@ -135,7 +135,7 @@ def serve(
 ) -> ThreadingHTTPServer:
     """A monitor server bound to ``host:port`` (0 picks a free port); call serve_forever().
 
-    Ray must be connected already (``goka_ray.cluster.connect``).
+    Ray must be connected already (``goka_ray.ray.cluster.connect``).
     """
     handler = type("MonitorHandler", (_Handler,), {"backend": backend or ClusterBackend(namespace)})
     server = ThreadingHTTPServer((host, port), handler)

@@ -18,14 +18,14 @@ from dataclasses import dataclass
 from rich.console import Console
 from tqdm import tqdm
 
-from goka_ray.codecs import String
-from goka_ray.console import make_console, status_table, top_table
-from goka_ray.emitter import Emitter
+from goka_ray.core.codecs import String
 from goka_ray.examples import click_counter
-from goka_ray.kafka import TopicManager
-from goka_ray.local import LocalKafka
-from goka_ray.runtime import Processor
-from goka_ray.view import View
+from goka_ray.kafka.emitter import Emitter
+from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.processor import Processor
+from goka_ray.ray.view import View
+from goka_ray.tools.console import make_console, status_table, top_table
+from goka_ray.tools.local import LocalKafka
 
 __all__ = ["DemoResult", "main", "run_demo"]
 

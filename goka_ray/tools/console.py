@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from rich.console import Console
 from rich.table import Table
 
-from goka_ray.status import GroupStatus
+from goka_ray.control.status import GroupStatus
 
 __all__ = ["make_console", "status_table", "top_table"]
 

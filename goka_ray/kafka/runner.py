@@ -47,14 +47,15 @@ from typing import Any, Literal
 
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
+from goka_ray.core.graph import GroupGraph
+from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage
+from goka_ray.core.partition import BatchResult, PartitionCore
+from goka_ray.core.partitioner import Partitioner, partitioner_named
+from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
+from goka_ray.core.tables import ChangelogRecord, PartitionedTable, TablePartition
 from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
-from goka_ray.graph import GroupGraph
-from goka_ray.kafka import TopicManager, caught_up, end_offsets, make_consumer, make_producer
-from goka_ray.messages import Headers, InputMessage, OutgoingMessage
-from goka_ray.partition import BatchResult, PartitionCore
-from goka_ray.partitioner import Partitioner, partitioner_named
-from goka_ray.storage import LevelDBStorage, Storage, partition_dir
-from goka_ray.tables import ChangelogRecord, PartitionedTable, TablePartition
+from goka_ray.kafka.clients import caught_up, end_offsets, make_consumer, make_producer
+from goka_ray.kafka.topics import TopicManager
 
 __all__ = [
     "TXN_HEADER",
@@ -123,7 +124,7 @@ class RunnerConfig:
     #: at_least_once (as Goka), or exactly_once: each batch's changelog writes, emits and
     #: input offsets in one Kafka transaction, consumers reading ``read_committed``
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
-    #: the partitioner (by name, see :func:`goka_ray.partitioner.partitioner_named`) used
+    #: the partitioner (by name, see :func:`goka_ray.core.partitioner.partitioner_named`) used
     #: when the runner is not given one
     partitioner: Literal["murmur2", "goka"] = "murmur2"
     #: how long to wait for Kafka to acknowledge a batch's writes before failing

@@ -3,40 +3,23 @@
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from goka_ray.config import Config
+from goka_ray.control.status import Assignment, GroupStatus
+from goka_ray.core.config import Config
+from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import GokaRayError
-from goka_ray.graph import GroupGraph
-from goka_ray.status import Assignment, GroupStatus
+from goka_ray.ray.cluster import ensure_ray
 
 if TYPE_CHECKING:
-    from goka_ray.view import View
+    from goka_ray.ray.view import View
 
-__all__ = ["Processor", "ensure_ray"]
+__all__ = ["Processor"]
 
 logger = logging.getLogger(__name__)
-
-
-def ensure_ray(namespace: str, *, num_cpus: int | None = None) -> None:
-    """Connect to Ray: the cluster in ``RAY_ADDRESS`` or a running local one, else start one."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    kwargs: dict[str, Any] = {"namespace": namespace, "log_to_driver": False}
-    address = os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address, **kwargs)
-        return
-    try:
-        ray.init(address="auto", **kwargs)
-    except (ConnectionError, RuntimeError):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, **kwargs)
 
 
 class Processor:
@@ -78,7 +61,7 @@ class Processor:
         """
         import ray
 
-        from goka_ray.cluster import connect, coordinator
+        from goka_ray.ray.cluster import connect, coordinator
 
         connect(namespace, address)
         handle = coordinator(group, namespace)
@@ -96,8 +79,8 @@ class Processor:
         """A View of this group's table (started, or attached to running view actors)."""
         import ray
 
-        from goka_ray.partitioner import partitioner_named
-        from goka_ray.view import View
+        from goka_ray.core.partitioner import partitioner_named
+        from goka_ray.ray.view import View
 
         info = ray.get(self._handle().describe.remote(), timeout=30)
         if info.table is None:
@@ -117,7 +100,8 @@ class Processor:
         """Create (or attach to) the group's coordinator; returns once actors are placed."""
         import ray
 
-        from actors.coordinator import GroupCoordinator, GroupSpec, coordinator_name
+        from goka_ray.actors.coordinator import GroupCoordinator, GroupSpec
+        from goka_ray.control.names import coordinator_name
 
         if self.graph is None:
             raise GokaRayError(

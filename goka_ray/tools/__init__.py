@@ -1,0 +1,1 @@
+"""What users run: the ``goka-ray`` CLI, the web monitor, the demo, the local dev broker."""
