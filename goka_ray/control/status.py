@@ -2,10 +2,45 @@
 
 from __future__ import annotations
 
+import enum
 from dataclasses import dataclass, field
 from typing import ClassVar
 
-__all__ = ["Assignment", "GroupStatus", "PartitionStatus", "ViewStatus"]
+__all__ = [
+    "Assignment",
+    "GroupState",
+    "GroupStatus",
+    "PartitionState",
+    "PartitionStatus",
+    "ViewStatus",
+]
+
+
+class GroupState(enum.StrEnum):
+    """Lifecycle of a processor group, as its coordinator reports it."""
+
+    STARTING = "starting"
+    RUNNING = "running"
+    #: a live change of config is moving partitions between actors
+    SCALING = "scaling"
+    #: a callback failed, or partitions were restarted more than ``max_restarts`` times
+    FAILED = "failed"
+    STOPPED = "stopped"
+
+
+class PartitionState(enum.StrEnum):
+    """What a partition actor reports for one partition it holds (a runner's lifecycle, or
+    ``standby`` for a passive copy); ``starting`` until the coordinator heard of it."""
+
+    STARTING = "starting"
+    IDLE = "idle"
+    RECOVERING = "recovering"
+    RECOVERED = "recovered"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"
+    FAILED = "failed"
+    STANDBY = "standby"
 
 
 @dataclass(frozen=True)
@@ -13,7 +48,8 @@ class PartitionStatus:
     """One partition of a processor group."""
 
     partition: int
-    #: idle | recovering | recovered | running | stopping | stopped | failed | lost
+    #: a :class:`PartitionState` value (a ``str``): idle | recovering | recovered | running |
+    #: stopping | stopped | failed | standby | starting
     state: str
     node_id: str | None = None
     actor_name: str | None = None
@@ -39,7 +75,7 @@ class GroupStatus:
     """A processor group: its overall state and every partition."""
 
     group: str
-    #: starting | running | scaling | failed | stopped
+    #: a :class:`GroupState` value (a ``str``): starting | running | scaling | failed | stopped
     state: str
     partitions: list[PartitionStatus]
     error: str | None = None
