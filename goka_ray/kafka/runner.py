@@ -55,6 +55,7 @@ from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
 from goka_ray.core.tables import ChangelogRecord, PartitionedTable, TablePartition
 from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
 from goka_ray.kafka.clients import caught_up, end_offsets, make_consumer, make_producer
+from goka_ray.kafka.epochs import EPOCH_HEADER
 from goka_ray.kafka.topics import TopicManager
 
 __all__ = [
@@ -207,9 +208,7 @@ class PartitionRunner:
         self.partitioner = partitioner or partitioner_named(self.config.partitioner)
         self._fence = fence
         # changelog records carry the writer's epoch: who wrote what stays visible
-        self._changelog_headers = (
-            None if epoch is None else [("goka-ray.epoch", str(epoch).encode())]
-        )
+        self._changelog_headers = None if epoch is None else [(EPOCH_HEADER, str(epoch).encode())]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state = RunnerState.IDLE
@@ -1028,15 +1027,28 @@ class PartitionRunner:
                     # offsets were committed inside the transactions; end an open one
                     if not self._fenced:
                         self._abort_transaction()
+                elif self._fenced:
+                    self._producer.purge()  # a fenced owner sends nothing more
                 else:
                     self._producer.flush(self.config.delivery_timeout)
                 # positions only ever cover fully published messages, so committing them is
                 # right even after a callback failure; a fenced runner leaves it to the new owner
                 if self._positions and not self._fenced and not self._exactly_once:
+                    if self._fence is not None:
+                        self._fence()  # a final commit is a write too: only with a valid lease
                     self._consumer.commit(
                         offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()],
                         asynchronous=False,
                     )
+            except FencedError as exc:
+                self._fenced = True
+                logger.warning(
+                    "group %s partition %d: no final commit, the lease is gone (%s); the next "
+                    "owner processes from the last committed offsets",
+                    self.group,
+                    self.partition,
+                    exc,
+                )
             except Exception as exc:  # closing must go on; the offsets will be re-processed
                 logger.warning(
                     "group %s partition %d: final commit failed: %s",
