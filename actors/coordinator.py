@@ -4,10 +4,20 @@ It is the only one that decides who owns a partition, and it decides nothing its
 rules live in :class:`~goka_ray.control.policy.CoordinatorPolicy` (a pure state machine), and
 every Ray call in :class:`~goka_ray.actors.group_actors.GroupActors`. The coordinator runs the
 status rounds (every actor asked at once, one deadline), feeds what it saw to the policy, and
-carries out the actions the policy returns, in order. Moves of partitions between actors
-follow the order the policy's docstring gives, so at most one owner writes at a time and
-nothing is lost. After a restart of the coordinator itself, it adopts the partition actors
-that are still alive (found by name).
+carries out the actions the policy returns, in order.
+
+Invariants (never two writers, whatever crashes, hangs or restarts, in any order):
+- Epochs survive the coordinator: before it hands out any epoch it restores the group's epoch
+  record from Ray's GCS key-value store and raises it to the highest epoch header in the
+  group's changelog, and every epoch is recorded before an actor hears of it.
+- It answers a lease renewal only for the current epoch of a partition and from the actor that
+  holds it, and only once it has adopted what a previous coordinator left (Ray delivers no
+  call before ``__init__`` returns, and adoption runs there).
+- A restarted coordinator (or one that finds actors of the group) adopts only the actors that
+  answer, kills the others, waits out a full lease before a partition without an adopted owner
+  gets a new one (or until Ray confirms every killed actor's process ended, where only those
+  could hold it), promotes standbys that answer, and kills every actor it does not track, so
+  the group ends with the configured actors.
 """
 
 from __future__ import annotations
@@ -18,6 +28,8 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+import ray
 
 from goka_ray.actors.group_actors import GroupActors
 from goka_ray.actors.partition import WorkerSpec
@@ -39,6 +51,7 @@ from goka_ray.control.policy import (
 from goka_ray.control.status import GroupState, GroupStatus
 from goka_ray.core.config import Config
 from goka_ray.core.graph import GroupGraph
+from goka_ray.kafka.epochs import changelog_epochs
 from goka_ray.kafka.runner import RunnerConfig
 from goka_ray.kafka.topics import TopicManager
 
@@ -68,14 +81,27 @@ class GroupCoordinator:
         self.spec = spec
         self.group = spec.graph.group
         self.config = spec.config
-        self.actors = GroupActors(self.config.namespace, self._worker_spec)
-        self.policy = CoordinatorPolicy(
-            self.group, self.config.group(self.group), EpochTable(spec.lease_duration)
-        )
+        self.actors = GroupActors(self.config.namespace, self.group, self._worker_spec)
+        self._prefixes = (worker_prefix(self.group), standby_prefix(self.group))
+        workers = self.actors.find(self._prefixes[0])
+        standbys = self.actors.find(self._prefixes[1])
+        # a restart, or actors of the group left by an earlier coordinator: adopt them, with
+        # the config changes made live before (kept in the GCS, like the epochs)
+        adopting = bool(workers) or ray.get_runtime_context().was_current_actor_reconstructed
+        self._changes: dict[str, Any] = self.actors.load_changes() if adopting else {}
+        if self._changes:
+            self.config = self.config.with_group(self.group, **self._changes)
+        # the epoch record lives in the GCS too: it outlives this actor
+        self.epochs = EpochTable(spec.lease_duration, store=self.actors)
+        self.policy = CoordinatorPolicy(self.group, self.config.group(self.group), self.epochs)
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
-        self._adopt()
+        if adopting:
+            self._adopt(workers, standbys)
+        else:
+            for name in standbys:  # nothing to stand by for yet: start() places new ones
+                self.actors.kill(name)
 
     # -- set-up -------------------------------------------------------------------------------
 
@@ -109,23 +135,38 @@ class GroupCoordinator:
                 return self.policy.partitions
             with TopicManager(self.spec.brokers) as topics:
                 partitions = topics.ensure_group_topics(self.spec.graph)
+            self.actors.save_changes({})  # a new start runs the config it was given
+            self._restore_epochs()
             self._execute(self.policy.start(partitions, self.actors.alive_nodes()))
             self._start_watch()
             return partitions
 
-    def _adopt(self) -> None:
-        """After a restart: take over the partition actors of this group that are still alive."""
-        workers = self.actors.find(worker_prefix(self.group))
-        standbys = self.actors.find(standby_prefix(self.group))
-        if not workers:
-            for name in standbys:  # nothing to stand by for yet: start() places new ones
-                self.actors.kill(name)
-            return
+    def _restore_epochs(self) -> None:
+        """Load the epoch record and raise it to the changelog's highest epoch headers."""
+        floors: dict[int, int] = {}
+        if self.spec.graph.persist is not None:
+            floors = changelog_epochs(
+                self.spec.brokers,
+                self.spec.graph.table_topic,
+                consumer_config=self.config.consumer_config(),
+            )
+        records = self.epochs.restore(floors)
+        logger.info(
+            "group %s: epochs restored (record %s, changelog %s)",
+            self.group,
+            {p: r.current for p, r in sorted(records.items())},
+            dict(sorted(floors.items())),
+        )
+
+    def _adopt(self, workers: list[str], standbys: list[str]) -> None:
+        """Take over what an earlier coordinator of the group left (see the module docstring)."""
         roles = {n: Role.WORKER for n in workers} | {n: Role.STANDBY for n in standbys}
-        reports = self.actors.status_round(roles, self.spec.status_timeout)
+        # a longer deadline than a watch round: an actor that does not answer is killed now
+        reports = self.actors.status_round(roles, 2 * self.spec.status_timeout)
         found = {n: (role, reports[n]) for n, role in roles.items() if n in reports}
         with TopicManager(self.spec.brokers) as topics:
             partitions = topics.check_copartitioned(self.spec.graph)
+        self._restore_epochs()
         self._execute(self.policy.adopt(partitions, found))
         self._start_watch()
 
@@ -147,9 +188,15 @@ class GroupCoordinator:
     def _tick(self) -> None:
         with self._lock:
             names = list(self.policy.actors)
+            zombies = list(self.policy.zombies)
         # the round waits on the actors; scale, stop and status calls are not held up by it
         reports = self.actors.status_round(names, self.spec.status_timeout)
-        observation = Observation(reports, self.actors.alive_nodes())
+        observation = Observation(
+            reports,
+            alive_nodes=self.actors.alive_nodes(),
+            gone=self.actors.confirmed_gone(zombies),
+            named=self.actors.named(*self._prefixes),
+        )
         with self._lock:
             self._execute(self.policy.observe(observation))
 
@@ -188,16 +235,16 @@ class GroupCoordinator:
                 accepted = self.actors.go(actor, partition, epoch)
                 return self.policy.went(actor, partition, epoch, accepted)
             case Retire(names):
-                self.actors.retire(names)
+                self.policy.retired(names, self.actors.retire(names))
             case Kill(actor):
                 self.actors.kill(actor)
         return []
 
     # -- the API the driver and the partition actors call -------------------------------------
 
-    def renew(self, partition: int, epoch: int) -> bool:
-        """Lease renewal from a partition actor: is ``epoch`` still current?"""
-        return self.policy.renew(partition, epoch)
+    def renew(self, partition: int, epoch: int, owner: str | None = None) -> bool:
+        """Lease renewal from partition actor ``owner``: does it hold the current ``epoch``?"""
+        return self.policy.renew(partition, epoch, owner)
 
     def status(self) -> GroupStatus:
         with self._lock:
@@ -210,6 +257,10 @@ class GroupCoordinator:
         """Apply a config change live; returns False when nothing needs to move."""
         with self._lock:
             config = self.config.with_group(self.group, **changes)
+            if self.policy.state in (GroupState.RUNNING, GroupState.SCALING):
+                # recorded first: a coordinator restarted in the middle carries the change on
+                self.actors.save_changes({**self._changes, **changes})
+                self._changes = {**self._changes, **changes}
             actions = self.policy.scale(config.group(self.group))
             self.config = config
             if actions is None:
@@ -222,6 +273,7 @@ class GroupCoordinator:
         with self._lock:
             self._stopping.set()
             self._execute(self.policy.stop())
+            self.actors.save_changes({})
 
     def ping(self) -> str:
         return str(self.policy.state)

@@ -2,14 +2,22 @@
 
 The coordinator's decisions live in :mod:`goka_ray.control.policy` (no Ray); this class is
 how they touch the cluster: it creates, finds, calls, waits on and kills the group's partition
-actors, and reads what Ray knows about them (live nodes, actor states). It keeps one handle
-per actor name. Calls that only start work (assign, follow) do not wait; calls whose outcome
-the policy needs (release, go) wait with a timeout; a status round asks every actor at once
-and waits on all answers together until one deadline.
+actors, reads what Ray knows about them (live nodes, actor states, whether a killed actor's
+process has ended), and keeps the group's epoch record in Ray's GCS key-value store (which
+outlives the coordinator, as Ray Serve's controller keeps its checkpoints there). It keeps one
+handle per actor name. Calls that only start work (assign, follow) do not wait; calls whose
+outcome the policy needs (release, go, shutdown) wait with a timeout; a status round asks
+every actor at once and waits on all answers together until one deadline.
+
+What Ray reports, as measured with Ray 2.60: ``ray.kill`` marks an actor DEAD at once, but a
+process that does not answer (SIGSTOP, hung) lives on until its raylet force-kills it about
+5 s later; only the GCS worker table (``is_alive``, set when the raylet saw the process exit)
+confirms that a killed actor's process has ended. On a lost node nothing is ever confirmed.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
@@ -18,6 +26,7 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from goka_ray.actors.partition import PartitionActor, WorkerSpec
+from goka_ray.control.fencing import EpochRecord, decode_records, encode_records
 from goka_ray.control.policy import ActorReport, Reach, Spawn
 from goka_ray.control.status import PartitionState, PartitionStatus
 
@@ -27,15 +36,61 @@ logger = logging.getLogger(__name__)
 
 #: Ray's actor states that mean "not started yet" (not hung: waiting for resources or a process)
 _NOT_STARTED = {"DEPENDENCIES_UNREADY", "PENDING_CREATION"}
+#: the namespace of goka-ray's keys in Ray's internal key-value store
+KV_NAMESPACE = "goka-ray"
 
 
 class GroupActors:
-    """The Ray side of one group's partition actors (see the module docstring)."""
+    """The Ray side of one group's partition actors (see the module docstring).
 
-    def __init__(self, namespace: str, worker_spec: Callable[[], WorkerSpec]) -> None:
+    It is also the group's :class:`~goka_ray.control.fencing.EpochStore`.
+    """
+
+    def __init__(self, namespace: str, group: str, worker_spec: Callable[[], WorkerSpec]) -> None:
         self.namespace = namespace
+        self.group = group
         self._worker_spec = worker_spec
         self._handles: dict[str, Any] = {}
+        #: killed actors, by name: their actor ids, to ask whether their process ended
+        self._killed: dict[str, Any] = {}
+
+    # -- the epoch record ---------------------------------------------------------------------
+
+    @property
+    def _epochs_key(self) -> str:
+        return f"epochs/{self.namespace}/{self.group}"
+
+    def load_epochs(self) -> dict[int, EpochRecord]:
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        return decode_records(_internal_kv_get(self._epochs_key, namespace=KV_NAMESPACE))
+
+    def save_epochs(self, records: Mapping[int, EpochRecord]) -> None:
+        """Write the records to the GCS (raises if it cannot: then no epoch is handed out)."""
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        _internal_kv_put(
+            self._epochs_key, encode_records(records), overwrite=True, namespace=KV_NAMESPACE
+        )
+
+    @property
+    def _changes_key(self) -> str:
+        return f"config/{self.namespace}/{self.group}"
+
+    def load_changes(self) -> dict[str, Any]:
+        """The config changes made live (``scale``) since the group started ({} if none)."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(self._changes_key, namespace=KV_NAMESPACE)
+        changes = json.loads(raw) if raw else {}
+        return changes if isinstance(changes, dict) else {}
+
+    def save_changes(self, changes: Mapping[str, Any]) -> None:
+        """Record the live config changes, so that a restarted coordinator keeps them."""
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        data = json.dumps(dict(changes)).encode()
+        _internal_kv_put(self._changes_key, data, overwrite=True, namespace=KV_NAMESPACE)
 
     # -- creating and finding -----------------------------------------------------------------
 
@@ -66,15 +121,18 @@ class GroupActors:
     def find(self, prefix: str) -> list[str]:
         """Names of the live named actors of this namespace starting with ``prefix``."""
         found = []
-        for name in ray.util.list_named_actors(all_namespaces=False):
-            if not name.startswith(prefix):
-                continue
+        for name in self.named(prefix):
             try:
                 self._handles[name] = ray.get_actor(name, namespace=self.namespace)
             except ValueError:  # gone meanwhile
                 continue
             found.append(name)
         return found
+
+    def named(self, *prefixes: str) -> frozenset[str]:
+        """Names of the live named actors of this namespace starting with one of ``prefixes``."""
+        names = ray.util.list_named_actors(all_namespaces=False)
+        return frozenset(n for n in names if n.startswith(prefixes))
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -101,21 +159,45 @@ class GroupActors:
         refs = [self._handles[name].visit.remote(p, visitor, meta, timeout) for name, p in targets]
         return sum(ray.get(refs, timeout=None if timeout is None else timeout + 30))
 
-    def retire(self, names: Iterable[str], timeout: float = 60.0) -> None:
-        """Stop these actors gracefully, all at once, then kill them."""
-        handles = {n: self._handles.pop(n) for n in names if n in self._handles}
+    def retire(self, names: Iterable[str], timeout: float = 60.0) -> bool:
+        """Stop these actors gracefully, all at once, then kill them; True if every one of
+        them confirmed it stopped (committed and closed) before it was killed."""
+        names = list(names)
+        handles = {n: self._handles[n] for n in names if n in self._handles}
         refs = [h.shutdown.remote() for h in handles.values()]
+        confirmed = len(handles) == len(names)
         try:
             ray.get(refs, timeout=timeout)
         except Exception as exc:
             logger.warning("shutting down %s: %s", sorted(handles), exc)
-        for handle in handles.values():
-            _kill_quietly(handle)
+            confirmed = False
+        for name in handles:
+            self.kill(name)
+        return confirmed
 
     def kill(self, name: str) -> None:
         handle = self._handles.pop(name, None)
         if handle is not None:
+            self._killed[name] = handle._actor_id
             _kill_quietly(handle)
+
+    def confirmed_gone(self, names: Iterable[str]) -> frozenset[str]:
+        """Of these killed actors, those whose process Ray confirms has ended (or never
+        started). Actors this object never killed, or Ray cannot tell about, are not."""
+        gone = set()
+        for name in names:
+            actor_id = self._killed.get(name)
+            if actor_id is None:
+                continue
+            try:
+                ended = _process_ended(actor_id)
+            except Exception as exc:  # the GCS did not answer: not confirmed
+                logger.debug("cannot tell whether %s ended: %s", name, exc)
+                continue
+            if ended:
+                gone.add(name)
+                del self._killed[name]
+        return frozenset(gone)
 
     # -- observing ----------------------------------------------------------------------------
 
@@ -134,14 +216,14 @@ class GroupActors:
         reports: dict[str, ActorReport] = {}
         for name, ref in refs.items():
             if ref not in done:
-                reports[name] = ActorReport(self._unanswered(name))
+                reports[name] = self._unanswered(name)
                 continue
             try:
                 statuses: list[PartitionStatus] = ray.get(ref)
             except ActorUnavailableError:  # a transient loss of contact, not a death
-                reports[name] = ActorReport(Reach.SILENT)
+                reports[name] = ActorReport(Reach.SILENT, node_id=self._node_of(name))
             except RayActorError:
-                reports[name] = ActorReport(Reach.DEAD)
+                reports[name] = ActorReport(Reach.DEAD, node_id=self._node_of(name))
             else:
                 reports[name] = ActorReport(Reach.ANSWERED, tuple(statuses))
         return self._with_failures(reports, timeout)
@@ -166,33 +248,78 @@ class GroupActors:
                 for s in report.statuses
                 if PartitionState(s.state) is PartitionState.FAILED
             }
-            reports[name] = ActorReport(report.reach, report.statuses, failed)
+            reports[name] = ActorReport(report.reach, report.statuses, failed, report.node_id)
         return reports
 
-    def _unanswered(self, name: str) -> Reach:
-        """Why an actor did not answer, as far as Ray knows."""
-        state = self._ray_state(name)
+    def _unanswered(self, name: str) -> ActorReport:
+        """Why an actor did not answer, as far as Ray knows, and where it runs."""
+        actor = self._actor_info(name)
+        node = _node_id(actor)
+        state = None if actor is None else _gcs().ActorTableData.ActorState.Name(actor.state)
         if state in _NOT_STARTED:
-            return Reach.PENDING
+            return ActorReport(Reach.PENDING, node_id=node)
         if state == "DEAD":
-            return Reach.DEAD
-        return Reach.SILENT
+            return ActorReport(Reach.DEAD, node_id=node)
+        return ActorReport(Reach.SILENT, node_id=node)
 
-    def _ray_state(self, name: str) -> str | None:
+    def _node_of(self, name: str) -> str | None:
+        return _node_id(self._actor_info(name))
+
+    def _actor_info(self, name: str) -> Any:
         handle = self._handles.get(name)
         if handle is None:
             return None
         try:
-            info: dict[str, Any] = ray._private.state.actors(handle._actor_id.hex())
+            return _actor_info(handle._actor_id)
         except Exception as exc:  # the GCS did not answer: judge by the silence alone
             logger.debug("no actor state for %s: %s", name, exc)
             return None
-        state = info.get("State")
-        return state if isinstance(state, str) else None
 
     def alive_nodes(self) -> frozenset[str]:
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
         return frozenset(n["NodeID"] for n in nodes if n.get("Alive"))
+
+
+def _gcs() -> Any:
+    """Ray's GCS table records (protobuf; no type information)."""
+    from ray.core.generated import gcs_pb2
+
+    return gcs_pb2
+
+
+def _accessor() -> Any:
+    from ray._private.state import state
+
+    return state._connect_and_get_accessor()
+
+
+def _actor_info(actor_id: Any) -> Any:
+    """The GCS actor table entry (ActorTableData) of an actor, or None."""
+    raw = _accessor().get_actor_info(actor_id)
+    return None if raw is None else _gcs().ActorTableData.FromString(raw)
+
+
+def _node_id(actor: Any) -> str | None:
+    """The node (hex id) an actor table entry places the actor on, if any."""
+    if actor is None or not actor.address.node_id.strip(b"\x00"):
+        return None
+    node: str = actor.address.node_id.hex()
+    return node
+
+
+def _process_ended(actor_id: Any) -> bool:
+    """Whether Ray confirms that the process of a dead actor has ended."""
+    gcs_pb2 = _gcs()
+    actor = _actor_info(actor_id)
+    if actor is None or actor.state != gcs_pb2.ActorTableData.DEAD:
+        return False
+    worker_id = actor.address.worker_id
+    if not worker_id.strip(b"\x00"):
+        return True  # it never had a process
+    raw = _accessor().get_worker_info(ray.WorkerID(worker_id))
+    if raw is None:
+        return False
+    return not gcs_pb2.WorkerTableData.FromString(raw).is_alive
 
 
 def _kill_quietly(handle: Any) -> None:

@@ -4,6 +4,12 @@ It holds no processing logic: each owned partition is a PartitionRunner running 
 its own (Kafka polls block, so never on the actor's event loop), fenced by a Lease renewed with
 the group's coordinator. Control calls (status, assign, release) run on other threads of this
 threaded actor, so they are answered while the runners work.
+
+Fencing (see :mod:`goka_ray.control.fencing`): a runner writes only after a check of its
+lease, which the actor renews under its own name, so the coordinator refuses the renewal of
+anyone but the current owner of the current epoch. A partition whose lease was refused is
+dropped; an actor left with nothing because every partition it held moved to other owners
+stops itself (it is stale: a coordinator that tracks it would not have fenced it).
 """
 
 from __future__ import annotations
@@ -59,6 +65,7 @@ class _Owned:
         scratch: Path | None,
         *,
         standby_dir: Path | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self.runner = runner
         self.epoch = epoch
@@ -68,6 +75,10 @@ class _Owned:
         #: set while this is a standby copy: it follows the changelog and never processes
         self.standby_dir = standby_dir
         self.storage_dir: Path | None = standby_dir
+        #: set when the actor stops the runner (the lease may then give up instead of waiting)
+        self.stopping = stopping or threading.Event()
+        #: called with this record when the runner's thread ends
+        self.on_end: Callable[[_Owned], None] | None = None
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"partition-{runner.partition}"
         )
@@ -77,6 +88,9 @@ class _Owned:
             self.runner.run(self.go)
         except BaseException:  # kept in runner.error / runner.state for the coordinator
             pass
+        finally:
+            if self.on_end is not None:
+                self.on_end(self)
 
 
 class PartitionActor:
@@ -88,6 +102,9 @@ class PartitionActor:
         self.name = name
         self._owned: dict[int, _Owned] = {}
         self._lock = threading.Lock()
+        #: partitions taken away by a refused lease renewal (another owner holds them now)
+        self._fenced: set[int] = set()
+        self._end_lock = threading.Lock()
         self._coordinator: Any = None
         self._node_id = ray.get_runtime_context().get_node_id()
         self._metrics: dict[int, PartitionMetrics] = {}
@@ -111,7 +128,8 @@ class PartitionActor:
                 self.spec.coordinator_name, namespace=self.spec.namespace
             )
         try:
-            return bool(ray.get(self._coordinator.renew.remote(partition, epoch), timeout=5))
+            renewal = self._coordinator.renew.remote(partition, epoch, self.name)
+            return bool(ray.get(renewal, timeout=5))
         except Exception:
             self._coordinator = None  # look it up again: it may have been restarted
             raise
@@ -133,12 +151,13 @@ class PartitionActor:
                 if old.epoch == epoch:
                     return
                 self._stop(partition)
-            stop_flag = threading.Event()
+            stopping = threading.Event()
             lease = Lease(
-                partition, epoch, self._renew, self.spec.lease_duration, stopped=stop_flag.is_set
+                partition, epoch, self._renew, self.spec.lease_duration, stopped=stopping.is_set
             )
             runner, scratch = self._make_runner(partition, epoch, lease, storage)
-            owned = _Owned(runner, epoch, lease, scratch)
+            owned = _Owned(runner, epoch, lease, scratch, stopping=stopping)
+            owned.on_end = self._ended
             owned.storage_dir = storage
             self._owned[partition] = owned
             owned.thread.start()
@@ -196,6 +215,32 @@ class PartitionActor:
             logger.info("partition %d: local copy busy, recovering into %s", partition, scratch)
             return self._runner_at(partition, epoch, scratch, lease.check), scratch
 
+    def _ended(self, owned: _Owned) -> None:
+        """A runner's thread ended: drop it if its lease was refused while it processed; stop
+        this actor if that leaves it nothing (every partition it held has another owner).
+
+        Runs on the runner's thread, so it never waits for ``_lock`` (a release holding it may
+        be joining this very thread).
+        """
+        partition = owned.runner.partition
+        lease = owned.lease
+        if lease is None or not lease.refused or owned.runner.state == RunnerState.FAILED:
+            return
+        with self._end_lock:
+            if self._owned.get(partition) is not owned:
+                return  # released or replaced meanwhile
+            self._owned.pop(partition, None)
+            self._fenced.add(partition)
+            if self._owned:
+                return
+        logger.warning(
+            "%s: partitions %s moved to other owners (leases refused); stopping this stale actor",
+            self.name,
+            sorted(self._fenced),
+        )
+        self._closed.set()
+        ray.kill(ray.get_runtime_context().current_actor, no_restart=True)
+
     def go(self, partition: int, epoch: int) -> bool:
         """Let a recovered partition process (the coordinator made ``epoch`` current)."""
         owned = self._owned.get(partition)
@@ -214,6 +259,7 @@ class PartitionActor:
         owned = self._owned.pop(partition, None)
         if owned is None:
             return True
+        owned.stopping.set()
         owned.runner.stop()
         owned.thread.join(timeout)
         if owned.go.is_set() and owned.standby_dir is None:

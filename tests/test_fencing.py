@@ -1,9 +1,11 @@
+"""The fencing rules (goka_ray.control.fencing) with an injected clock: no Ray, no sleeps."""
+
 from __future__ import annotations
 
 import pytest
 
-from goka_ray import FencedError
-from goka_ray.control.fencing import EpochTable, Lease
+from goka_ray import FencedError, GokaRayError
+from goka_ray.control.fencing import EpochRecord, EpochTable, Lease, MemoryEpochStore
 
 
 class Clock:
@@ -14,19 +16,101 @@ class Clock:
         return self.now
 
 
-def test_a_bumped_epoch_fences_the_old_owner_and_waits_out_its_lease():
+def lease_of(table: EpochTable, owner: str, partition: int, epoch: int, clock: Clock) -> Lease:
+    return Lease(partition, epoch, lambda p, e: table.renew(p, e, owner), duration=6, clock=clock)
+
+
+def test_a_new_epoch_is_recorded_before_it_is_handed_out():
+    store = MemoryEpochStore()
+    table = EpochTable(6, store=store)
+    assert table.issue(0) == 1
+    assert store.load_epochs() == {0: EpochRecord(issued=1)}
+    assert table.issue(0) == 2, "an issued epoch is never handed out again"
+    table.make_current(0, 2, "a")
+    assert store.load_epochs() == {0: EpochRecord(issued=2, current=2, owner="a")}
+
+
+def test_a_current_epoch_fences_the_old_owner_at_its_next_renewal():
     clock = Clock()
-    table = EpochTable(lease_duration=6, clock=clock)
-    assert table.bump(0, fresh=True) == 1 and table.wait_usable(0) == 0
-    old = Lease(0, 1, table.renew, 6, clock=clock)
+    table = EpochTable(6, clock=clock)
+    table.make_current(0, table.issue(0), "a")
+    old = lease_of(table, "a", 0, 1, clock)
     old.check()
-    assert table.bump(0) == 2
-    assert table.wait_usable(0) == 6  # the new owner may not write before the old lease ends
-    clock.now = 4  # half the lease used: the old owner tries to renew and is refused
+    table.make_current(0, table.issue(0), "b")
+    clock.now = 2.9  # the lease is less than half used: no renewal yet, still valid
+    old.check()
+    clock.now = 3.1  # half used: the renewal is refused
     with pytest.raises(FencedError, match="epoch 1 is no longer current"):
         old.check()
-    table.released(0)
-    assert table.wait_usable(0) == 0
+    assert old.refused and not old.valid
+    with pytest.raises(FencedError):  # fenced for good, even without asking again
+        old.check()
+
+
+def test_only_the_owner_of_the_current_epoch_may_renew():
+    table = EpochTable(6)
+    table.make_current(0, table.issue(0), "a")
+    assert table.renew(0, 1, "a")
+    assert not table.renew(0, 1, "b"), "the same epoch from another actor"
+    assert not table.renew(0, 0, "a") and not table.renew(0, 2, "a")
+    assert not table.renew(1, 1, "a"), "a partition nobody was given"
+    table.release(0)  # the owner confirmed it stopped for good
+    assert not table.renew(0, 1, "a")
+    assert table.current(0) == 1 and table.owner(0) is None
+
+
+def test_epochs_outlive_the_table_and_stay_above_the_changelog_floor():
+    store = MemoryEpochStore()
+    first = EpochTable(6, store=store)
+    first.make_current(0, first.issue(0), "a")
+    first.issue(0)  # a move under way when the coordinator died
+    second = EpochTable(6, store=store)  # the restarted coordinator
+    assert second.restore() == {0: EpochRecord(issued=2, current=1, owner="a")}
+    assert second.renew(0, 1, "a"), "the restored record knows the owner"
+    assert second.issue(0) == 3
+    # a new cluster: the record is gone, the changelog still shows epoch 7 on partition 0
+    third = EpochTable(6, store=MemoryEpochStore())
+    third.restore({0: 7, 1: 2})
+    assert (third.issue(0), third.issue(1), third.issue(2)) == (8, 3, 1)
+    with pytest.raises(GokaRayError, match="epochs only increase"):
+        second.make_current(0, 1, "b")
+
+
+def test_a_record_that_cannot_be_written_hands_out_nothing():
+    class Broken(MemoryEpochStore):
+        fail = False
+
+        def save_epochs(self, records):  # type: ignore[no-untyped-def]
+            if self.fail:
+                raise ConnectionError("GCS unreachable")
+            super().save_epochs(records)
+
+    store = Broken()
+    table = EpochTable(6, store=store)
+    table.make_current(0, table.issue(0), "a")
+    store.fail = True
+    with pytest.raises(ConnectionError):
+        table.issue(0)
+    with pytest.raises(ConnectionError):
+        table.make_current(0, 2, "b")
+    assert table.record(0) == EpochRecord(issued=1, current=1, owner="a")
+    assert table.renew(0, 1, "a"), "a failed write changed nothing"
+
+
+def test_adoption_accepts_only_the_owner_and_epoch_the_record_names():
+    store = MemoryEpochStore()
+    table = EpochTable(6, store=store)
+    table.make_current(0, table.issue(0), "a")
+    restarted = EpochTable(6, store=store)
+    restarted.restore({1: 4})
+    assert restarted.adopt(0, 1, "a")
+    assert not restarted.adopt(0, 1, "b"), "a stale owner of the same epoch"
+    assert not restarted.adopt(0, 0, "a")
+    # nothing recorded for partition 1: a live owner is taken at its word, unless it is below
+    # the changelog's floor (an epoch that the changelog shows was superseded)
+    assert not restarted.adopt(1, 3, "c")
+    assert restarted.adopt(1, 4, "c")
+    assert restarted.renew(1, 4, "c") and restarted.issue(1) == 5
 
 
 def test_lease_counts_from_when_the_renewal_was_sent():
@@ -44,3 +128,36 @@ def test_lease_counts_from_when_the_renewal_was_sent():
     lease.check()
     assert calls == [0.0, 3.9]
     assert lease.valid
+
+
+def test_an_owner_waits_without_writing_while_the_coordinator_is_unreachable():
+    clock = Clock()
+    reachable = [True]
+    stopping = [False]
+    waits = []
+
+    def renew(partition: int, epoch: int) -> bool:
+        if not reachable[0]:
+            raise ConnectionError("coordinator restarting")
+        return True
+
+    def sleep(seconds: float) -> None:
+        waits.append(clock.now)
+        clock.now += seconds
+        if len(waits) == 5:
+            reachable[0] = True  # the coordinator is back
+
+    lease = Lease(0, 1, renew, 6, clock=clock, sleep=sleep, stopped=lambda: stopping[0])
+    lease.check()
+    reachable[0] = False
+    clock.now = 4.0  # renewal due; the coordinator does not answer but the lease still holds
+    lease.check()
+    assert not waits
+    clock.now = 6.5  # the lease ran out: check() blocks until a renewal succeeds
+    lease.check()
+    assert len(waits) == 5 and lease.valid
+    reachable[0] = False
+    clock.now = 20.0
+    stopping[0] = True  # a stopping owner gives up instead of waiting
+    with pytest.raises(FencedError, match="expired while stopping"):
+        lease.check()

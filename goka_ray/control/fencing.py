@@ -1,23 +1,52 @@
-"""Fencing: at most one owner writes a partition at any time.
+"""Fencing: at most one owner writes a partition at any time, across coordinator restarts.
 
-The coordinator gives each assignment of a partition an epoch. The owner holds a *lease* for
-(partition, epoch) that it renews with the coordinator; it checks the lease before it publishes
-or commits a batch. To move a partition the coordinator bumps the epoch (renewals of the old
-epoch are refused from then on) and lets the new owner write only once every lease of the old
-epoch has expired. A lease's expiry is counted from when its renewal was *sent*, so the owner's
-view of its lease never outlasts the coordinator's.
+The coordinator gives each assignment of a partition to an actor an *epoch*. The owner holds
+a *lease* on (partition, epoch) that it renews with the coordinator and checks before it
+writes. Invariants (the coordinator's :class:`EpochTable`, the owner's :class:`Lease`):
+
+1. Epochs of a partition strictly increase, across coordinator restarts and even whole-cluster
+   restarts: a new epoch is one more than the highest epoch of the durable record
+   (:class:`EpochStore`, which outlives the coordinator) and of every floor given to
+   :meth:`EpochTable.restore` (the changelog's highest epoch header outlives the cluster). It
+   is written to the record *before* it is handed to anyone; a write that fails hands out
+   nothing.
+2. At most one epoch of a partition is *current*, and it belongs to one owner (an actor
+   name). Making a newer epoch current is recorded first, and from then on every renewal of an
+   older epoch, or of the current epoch by anyone but its owner, is refused.
+3. A lease is valid for ``duration`` seconds counted on the owner's monotonic clock from when
+   its last accepted renewal was *sent*, so the owner's lease always ends before the
+   coordinator's count of it (which starts when it stopped accepting renewals) does.
+4. An owner writes (produces, commits offsets, starts transactions) only right after a check
+   of a valid lease. A refused renewal fences it for good (:class:`~goka_ray.errors.
+   FencedError`); an unreachable coordinator cannot extend a lease, so an owner whose lease ran
+   out waits without writing.
+5. A restarted coordinator accepts renewals only from owners it adopted (whose epoch and name
+   the record confirms); it does not know which leases are outstanding, so a partition it
+   gives a new owner waits out a full lease first, unless the old owner's end is confirmed
+   (see :mod:`goka_ray.control.policy`).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Protocol
 
-from goka_ray.errors import FencedError
+from goka_ray.errors import FencedError, GokaRayError
 
-__all__ = ["EpochTable", "Lease"]
+__all__ = [
+    "EpochRecord",
+    "EpochStore",
+    "EpochTable",
+    "Lease",
+    "MemoryEpochStore",
+    "decode_records",
+    "encode_records",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +66,7 @@ class Lease:
         *,
         stopped: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.partition = partition
         self.epoch = epoch
@@ -44,21 +74,28 @@ class Lease:
         self._renew = renew
         self._stopped = stopped
         self._clock = clock
+        self._sleep = sleep
         self._expires = float("-inf")
         self._lock = threading.Lock()
+        #: the coordinator refused a renewal: this owner is fenced for good
+        self.refused = False
 
     @property
     def valid(self) -> bool:
-        return self._clock() < self._expires
+        return not self.refused and self._clock() < self._expires
 
     def check(self) -> None:
         """Return if the lease is valid (renewing it when half used); raise FencedError if the
-        coordinator refused it; wait while the coordinator is unreachable and the lease expired.
+        coordinator refused it; wait while the coordinator is unreachable and the lease expired
+        (raise FencedError instead once ``stopped()`` says the owner is stopping).
         """
         with self._lock:
             while True:
-                now = self._clock()
-                if now < self._expires - self.duration / 2:
+                if self.refused:
+                    raise FencedError(
+                        f"partition {self.partition}: epoch {self.epoch} is no longer current"
+                    )
+                if self._clock() < self._expires - self.duration / 2:
                     return
                 sent = self._clock()
                 try:
@@ -76,63 +113,169 @@ class Lease:
                         self.epoch,
                         exc,
                     )
-                    time.sleep(0.2)
+                    self._sleep(0.2)
                     continue
                 if not renewed:
                     self._expires = float("-inf")
-                    raise FencedError(
-                        f"partition {self.partition}: epoch {self.epoch} is no longer current"
-                    )
+                    self.refused = True
+                    continue  # raises above
                 self._expires = sent + self.duration
                 return
 
 
+@dataclass(frozen=True)
+class EpochRecord:
+    """The durable facts about one partition's epochs."""
+
+    #: the highest epoch ever handed out (0: none)
+    issued: int = 0
+    #: the epoch whose owner may write (0: none yet)
+    current: int = 0
+    #: the actor that holds the current epoch
+    owner: str | None = None
+
+    def to_json(self) -> list[object]:
+        return [self.issued, self.current, self.owner]
+
+    @classmethod
+    def from_json(cls, data: object) -> EpochRecord:
+        if not isinstance(data, list) or len(data) != 3:
+            raise ValueError(f"not an epoch record: {data!r}")
+        issued, current, owner = data
+        return cls(int(issued), int(current), None if owner is None else str(owner))
+
+
+class EpochStore(Protocol):
+    """Where the coordinator records epochs so that they outlive it."""
+
+    def load_epochs(self) -> dict[int, EpochRecord]:
+        """Every partition's record ({} if nothing was recorded yet)."""
+        ...
+
+    def save_epochs(self, records: Mapping[int, EpochRecord]) -> None:
+        """Replace the records durably; raise if that cannot be done."""
+        ...
+
+
+class MemoryEpochStore:
+    """An :class:`EpochStore` in memory (tests, and a coordinator that nothing outlives)."""
+
+    def __init__(self) -> None:
+        self.data: bytes | None = None
+        self.saves = 0
+
+    def load_epochs(self) -> dict[int, EpochRecord]:
+        return decode_records(self.data)
+
+    def save_epochs(self, records: Mapping[int, EpochRecord]) -> None:
+        self.data = encode_records(records)
+        self.saves += 1
+
+
+def encode_records(records: Mapping[int, EpochRecord]) -> bytes:
+    return json.dumps({str(p): r.to_json() for p, r in sorted(records.items())}).encode()
+
+
+def decode_records(data: bytes | None) -> dict[int, EpochRecord]:
+    if not data:
+        return {}
+    raw = json.loads(data)
+    if not isinstance(raw, dict):
+        raise ValueError(f"not a table of epoch records: {data[:80]!r}")
+    return {int(p): EpochRecord.from_json(r) for p, r in raw.items()}
+
+
 class EpochTable:
-    """The coordinator's side: the current epoch of each partition, and when it may be used."""
+    """The coordinator's side: the epochs of each partition, who holds the current one, and
+    the lease renewals (see the module docstring for the invariants it keeps).
+
+    Thread-safe: renewals arrive on other threads than the coordinator's decisions.
+    """
 
     def __init__(
-        self, lease_duration: float = 6.0, clock: Callable[[], float] = time.monotonic
+        self,
+        lease_duration: float = 6.0,
+        clock: Callable[[], float] = time.monotonic,
+        store: EpochStore | None = None,
     ) -> None:
         self.lease_duration = lease_duration
         self._clock = clock
-        self._epochs: dict[int, int] = {}
-        self._usable_at: dict[int, float] = {}
+        self._store: EpochStore = store if store is not None else MemoryEpochStore()
+        self._records: dict[int, EpochRecord] = {}
+        self._floor: dict[int, int] = {}
         self._lock = threading.Lock()
 
-    def current(self, partition: int) -> int:
-        return self._epochs.get(partition, 0)
-
-    def renew(self, partition: int, epoch: int) -> bool:
-        """Whether ``epoch`` is still the current epoch of ``partition``."""
-        return self._epochs.get(partition) == epoch
-
-    def bump(self, partition: int, *, fresh: bool = False) -> int:
-        """Start a new epoch for ``partition``; older leases can no longer be renewed.
-
-        ``fresh``: the partition never had an owner, so there is no lease to wait out.
-        """
+    def restore(self, floors: Mapping[int, int] | None = None) -> dict[int, EpochRecord]:
+        """Load the durable record and raise each partition's floor to ``floors`` (e.g. the
+        highest epoch header in its changelog). Returns the records as loaded."""
         with self._lock:
-            epoch = self._epochs.get(partition, 0) + 1
-            self._epochs[partition] = epoch
-            wait = 0.0 if fresh else self.lease_duration
-            self._usable_at[partition] = self._clock() + wait
+            self._records = self._store.load_epochs()
+            for p, epoch in (floors or {}).items():
+                self._floor[p] = max(self._floor.get(p, 0), epoch)
+            return dict(self._records)
+
+    def record(self, partition: int) -> EpochRecord:
+        return self._records.get(partition, EpochRecord())
+
+    def current(self, partition: int) -> int:
+        return self.record(partition).current
+
+    def owner(self, partition: int) -> str | None:
+        return self.record(partition).owner
+
+    def highest(self, partition: int) -> int:
+        """The highest epoch known for ``partition`` (issued, current or floor)."""
+        rec = self.record(partition)
+        return max(rec.issued, rec.current, self._floor.get(partition, 0))
+
+    def issue(self, partition: int) -> int:
+        """A new epoch for ``partition``, higher than any known, recorded before it is returned."""
+        with self._lock:
+            rec = self.record(partition)
+            epoch = self.highest(partition) + 1
+            self._save(partition, EpochRecord(epoch, rec.current, rec.owner))
             return epoch
 
-    def released(self, partition: int) -> None:
-        """The previous owner confirmed it stopped: the new epoch is usable at once."""
+    def make_current(self, partition: int, epoch: int, owner: str) -> None:
+        """From now on only ``owner`` may renew, and only for ``epoch`` (recorded first)."""
         with self._lock:
-            self._usable_at[partition] = self._clock()
+            rec = self.record(partition)
+            if epoch <= rec.current:
+                raise GokaRayError(
+                    f"partition {partition}: epoch {epoch} cannot follow the current epoch "
+                    f"{rec.current}; epochs only increase"
+                )
+            self._save(partition, EpochRecord(max(rec.issued, epoch), epoch, owner))
 
-    def adopt(self, partition: int, epoch: int) -> None:
-        """Take over an epoch seen on a live owner (after the coordinator restarted)."""
+    def adopt(self, partition: int, epoch: int, owner: str) -> bool:
+        """After a restart: accept a live owner found running ``partition`` under ``epoch``.
+
+        True if the record confirms it (its current epoch and owner), or if nothing is
+        recorded and ``epoch`` is no lower than any known epoch; False for a stale owner.
+        """
         with self._lock:
-            if epoch >= self._epochs.get(partition, 0):
-                self._epochs[partition] = epoch
-                self._usable_at.setdefault(partition, self._clock())
+            rec = self.record(partition)
+            if rec.current:
+                return (rec.current, rec.owner) == (epoch, owner)
+            if epoch < self.highest(partition):
+                return False
+            self._save(partition, EpochRecord(max(rec.issued, epoch), epoch, owner))
+            return True
 
-    def wait_usable(self, partition: int) -> float:
-        """Seconds until every lease of the previous epoch of ``partition`` has expired."""
-        return max(0.0, self._usable_at.get(partition, 0.0) - self._clock())
+    def release(self, partition: int) -> None:
+        """The current owner confirmed it stopped for good (the group stopped): nobody holds a
+        lease on ``partition`` any more (recorded; the epochs stay as they are)."""
+        with self._lock:
+            rec = self.record(partition)
+            if rec.owner is not None:
+                self._save(partition, EpochRecord(rec.issued, rec.current, None))
 
-    def epochs(self) -> dict[int, int]:
-        return dict(self._epochs)
+    def renew(self, partition: int, epoch: int, owner: str | None) -> bool:
+        """Whether ``owner`` still holds the current epoch ``epoch`` of ``partition``."""
+        rec = self._records.get(partition)
+        return rec is not None and rec.current == epoch and rec.owner == owner
+
+    def _save(self, partition: int, record: EpochRecord) -> None:
+        records = {**self._records, partition: record}
+        self._store.save_epochs(records)  # durable first: a failure changes nothing
+        self._records = records

@@ -2,25 +2,40 @@
 
 Facts in, actions out. The coordinator actor (:mod:`goka_ray.actors.coordinator`) observes
 the group's actors (each one's partition statuses, or that it did not answer, is not placed
-yet, or is dead) and the live nodes, hands that to the policy, and carries out the actions the
-policy returns, in order, through the one class that calls Ray. Time comes from an injected
-clock, so every rule here is unit-tested without Ray and without sleeping.
+yet, or is dead; which killed actors Ray confirms gone; the live nodes), hands that to the
+policy, and carries out the actions the policy returns, in order, through the one class that
+calls Ray. Time comes from an injected clock, so every rule is unit-tested without Ray and
+without sleeping; epochs come from the :class:`~goka_ray.control.fencing.EpochTable`.
 
-A partition changes owner only through a *move*, always in this order:
-  1. ``RECOVERING``: the target actor was assigned the partition under a new epoch and
-     recovers its table while the source (the current owner, if any) goes on processing;
-  2. ``HANDING_OVER``: the target reported ``recovered``; the new epoch becomes current, so
-     the source's lease can no longer be renewed; the source is told to release the partition;
-  3. the target is told to go once the source confirmed it stopped, or every lease of the old
-     epoch has expired; then the target is the owner.
+A partition changes owner only through a *move*:
+  1. ``RECOVERING``: a new epoch is issued (recorded durably first) and the target actor is
+     assigned the partition under it; it recovers its table while the source (the current
+     owner, if any) goes on processing;
+  2. once the target reported ``recovered``, the source is told to release the partition
+     (finish its batch, commit, stop) while its lease still holds;
+  3. ``FENCED``: the move's epoch becomes current (recorded first): from now on every older
+     lease renewal is refused;
+  4. ``Go``: the target processes once no older owner can write any more: the source confirmed
+     it stopped, or the partition never had an owner, or every older owner that was killed is
+     confirmed gone by Ray and they were all the older owners there were, or a full lease has
+     passed since step 3 and no killed older owner on a live node is still unconfirmed.
+A move that replaces a dead or hung owner, and every move a restarted coordinator starts, is
+``FENCED`` from its start, so the lease runs out while the target recovers.
 
 Invariants:
-- Only the policy decides who owns a partition; there is at most one owner and one move per
-  partition, and an actor holds exactly the partitions it owns, moves to, or stands by for.
-- ``Go`` is only ever returned for the epoch the :class:`~goka_ray.control.fencing.EpochTable`
-  holds as current, and only once the previous owner released or its lease is over.
-- An actor the policy stops tracking (dead, hung, idle, or the group stops) gets a ``Kill`` or
-  ``Retire`` action.
+- Only the policy decides who owns a partition; at most one owner and one move per partition.
+- An ``Assign`` carries an epoch that was recorded as issued before the action was returned;
+  epochs of a partition only increase (the EpochTable's invariants).
+- ``Go`` is returned only for the partition's current epoch, to the actor that holds it, after
+  it reported ``recovered`` under that epoch, and only under the conditions of step 4.
+- An owner that does not answer is killed before its partitions move, and its process counts
+  as a possible writer until Ray confirms it gone or its node is lost and a lease has passed.
+- A restarted coordinator adopts as owner only an actor that answers and runs the partition
+  under the epoch and name the durable record holds as current; anything else it found is
+  released (stale partitions) or killed (silent, dead, unplaced actors); a partition without
+  an adopted owner waits out a full lease (it cannot know which leases are outstanding).
+- Every actor of the group that the policy does not track is killed; idle workers are retired,
+  so the actor count returns to the configured one.
 """
 
 from __future__ import annotations
@@ -41,6 +56,7 @@ from goka_ray.errors import GokaRayError, ProcessingError
 
 __all__ = [
     "HUNG_AFTER_MISSES",
+    "UNCONFIRMED_GRACE",
     "Action",
     "ActorReport",
     "ActorResources",
@@ -64,6 +80,14 @@ logger = logging.getLogger(__name__)
 
 #: status rounds in a row an actor may leave unanswered before it counts as hung
 HUNG_AFTER_MISSES = 3
+#: seconds past a lease that a new owner waits for Ray to confirm that a killed older owner on
+#: a live node is gone, before it goes anyway (Ray ends a killed process within seconds)
+UNCONFIRMED_GRACE = 30.0
+
+#: what a live owner reports for a partition it was told to go with
+_PROCESSING = {PartitionState.RUNNING, PartitionState.FAILED, PartitionState.STOPPING}
+#: what a target reports before it was told to go
+_PREPARING = {PartitionState.IDLE, PartitionState.RECOVERING, PartitionState.RECOVERED}
 
 
 class Role(enum.Enum):
@@ -91,8 +115,10 @@ class Reach(enum.Enum):
 class MovePhase(enum.Enum):
     """Where a move of a partition to a new owner stands (see the module docstring)."""
 
+    #: the target recovers under an issued epoch; the source, if any, still owns and writes
     RECOVERING = "recovering"
-    HANDING_OVER = "handing over"
+    #: the move's epoch is current; the target goes once recovered and no older owner can write
+    FENCED = "fenced"
 
 
 # -- observations ---------------------------------------------------------------------------
@@ -106,14 +132,20 @@ class ActorReport:
     statuses: tuple[PartitionStatus, ...] = ()
     #: errors of the partitions it reports as failed (None: it could not say)
     failures: Mapping[int, BaseException | None] = field(default_factory=dict)
+    #: the node Ray placed it on, where known (from its statuses, or from Ray if it is silent)
+    node_id: str | None = None
 
 
 @dataclass(frozen=True)
 class Observation:
-    """One status round over every tracked actor (an actor missing here is not judged)."""
+    """One status round (an actor missing from ``actors`` is not judged this round)."""
 
     actors: Mapping[str, ActorReport]
     alive_nodes: frozenset[str] = frozenset()
+    #: killed actors whose process Ray confirms ended (or never started)
+    gone: frozenset[str] = frozenset()
+    #: every live named actor of the group Ray lists (None: not looked up this round)
+    named: frozenset[str] | None = None
 
 
 # -- actions --------------------------------------------------------------------------------
@@ -159,8 +191,8 @@ class Follow:
 
 @dataclass(frozen=True)
 class Release:
-    """Ask ``actor`` to stop ``partition`` gracefully; report with :meth:`~CoordinatorPolicy.
-    released` whether it confirmed it stopped."""
+    """Ask ``actor`` to stop ``partition`` gracefully; report with
+    :meth:`~CoordinatorPolicy.released` whether it confirmed it stopped."""
 
     actor: str
     partition: int
@@ -169,7 +201,7 @@ class Release:
 @dataclass(frozen=True)
 class Go:
     """Let ``actor`` process ``partition`` under ``epoch``; report with
-    :meth:`~CoordinatorPolicy.went` once it accepted."""
+    :meth:`~CoordinatorPolicy.went` whether it accepted."""
 
     actor: str
     partition: int
@@ -185,7 +217,7 @@ class Retire:
 
 @dataclass(frozen=True)
 class Kill:
-    """Remove ``actor`` at once (it is dead, hung, or a standby no longer needed)."""
+    """Remove ``actor`` at once (dead, hung, stale, or a standby no longer needed)."""
 
     actor: str
 
@@ -216,11 +248,18 @@ class Move:
     partition: int
     target: str
     epoch: int
-    #: the owner that still holds the partition and must release it (None: none, or gone)
+    #: the live owner that releases the partition before the epoch becomes current
     source: str | None
     phase: MovePhase = MovePhase.RECOVERING
-    #: the previous owner's process is known to be gone: no lease to wait out
-    source_gone: bool = False
+    #: until when a lease of an older epoch may still be valid (None: none can be)
+    lease_until: float | None = None
+    #: killed older owners whose process Ray has not confirmed gone yet
+    blockers: set[str] = field(default_factory=set)
+    #: every older owner that may still write is in ``blockers``: once they are confirmed
+    #: gone, no lease needs to be waited out (False after a coordinator restart)
+    known: bool = True
+    #: the unconfirmed-blocker warning was logged
+    warned: bool = False
 
 
 class CoordinatorPolicy:
@@ -242,6 +281,7 @@ class CoordinatorPolicy:
         self.group = group
         self.config = config
         self.epochs = epochs
+        self.lease_duration = epochs.lease_duration
         self.clock = clock
         self._new_id = new_id or (lambda: uuid.uuid4().hex)
         self.state = GroupState.STARTING
@@ -250,6 +290,11 @@ class CoordinatorPolicy:
         self.owner: dict[int, str] = {}
         self.moves: dict[int, Move] = {}
         self.restarts: dict[int, int] = {}
+        #: killed actors whose end Ray has not confirmed: name -> node (None: unknown)
+        self.zombies: dict[str, str | None] = {}
+        #: actors the policy retired or killed (not to be swept again while Ray lists them)
+        self.departed: set[str] = set()
+        self.alive_nodes: frozenset[str] = frozenset()
         self.error: BaseException | None = None
         #: recover_ahead: no partition gets Go until every partition has recovered
         self.hold_go = config.recover_ahead
@@ -299,9 +344,9 @@ class CoordinatorPolicy:
             )
         return [(name, p) for p, name in sorted(self.owner.items())]
 
-    def renew(self, partition: int, epoch: int) -> bool:
-        """A lease renewal from a partition actor: is ``epoch`` still current?"""
-        return self.epochs.renew(partition, epoch)
+    def renew(self, partition: int, epoch: int, owner: str | None) -> bool:
+        """A lease renewal: does ``owner`` still hold the current ``epoch`` of ``partition``?"""
+        return self.epochs.renew(partition, epoch, owner)
 
     # -- commands -----------------------------------------------------------------------------
 
@@ -344,34 +389,19 @@ class CoordinatorPolicy:
 
     def observe(self, obs: Observation) -> list[Action]:
         """Judge one status round: replace dead and hung actors, restart failed partitions,
-        advance moves, keep standbys, retire idle actors."""
+        advance moves, keep standbys, retire idle actors, kill actors nobody tracks."""
         if self.state in (GroupState.FAILED, GroupState.STOPPED):
             return []
+        self.alive_nodes = obs.alive_nodes
+        for name in obs.gone:
+            self.zombies.pop(name, None)
         actions: list[Action] = []
         statuses: dict[tuple[str, int], PartitionStatus] = {}
         for name, actor in list(self.actors.items()):
             report = obs.actors.get(name)
             if report is None or name not in self.actors:
                 continue  # spawned after the round began, or replaced meanwhile
-            if report.reach is Reach.ANSWERED:
-                actor.misses = 0
-                for st in report.statuses:
-                    statuses[(name, st.partition)] = st
-                    actor.node_id = st.node_id or actor.node_id
-            elif report.reach is Reach.PENDING:
-                continue  # not placed yet: waiting for resources is not hanging
-            elif actor.role is Role.STANDBY:
-                logger.warning("group %s: standby %s lost (%s)", self.group, name, report.reach)
-                del self.actors[name]
-                actions.append(Kill(name))
-            elif report.reach is Reach.DEAD:
-                logger.warning("group %s: %s died; replacing it", self.group, name)
-                actions += self._replace(actor, obs.alive_nodes, died=True)
-            else:
-                actor.misses += 1
-                if actor.misses >= HUNG_AFTER_MISSES:
-                    logger.warning("group %s: %s is hung; replacing it", self.group, name)
-                    actions += self._replace(actor, obs.alive_nodes, died=False)
+            actions += self._judge(actor, report, statuses)
             if self.failed:
                 return actions
         self.last = statuses
@@ -381,11 +411,43 @@ class CoordinatorPolicy:
                 actions += self._on_failure(name, p, report.failures.get(p))
                 if self.failed:
                     return actions
-        actions += self._advance_moves(statuses)
+        actions += self._advance_moves()
         if self.state is GroupState.SCALING and not self.moves:
             self.state = GroupState.RUNNING
         actions += self._ensure_standbys(obs.alive_nodes)
+        if obs.named is not None:
+            actions += self._sweep(obs.named)
+        self._forget_zombies()
         return actions
+
+    def _judge(
+        self,
+        actor: TrackedActor,
+        report: ActorReport,
+        statuses: dict[tuple[str, int], PartitionStatus],
+    ) -> list[Action]:
+        """One actor's part of a status round: it answered, is not placed yet, is silent
+        (hung after HUNG_AFTER_MISSES rounds in a row) or dead; hung and dead ones go."""
+        actor.node_id = report.node_id or actor.node_id
+        match report.reach:
+            case Reach.ANSWERED:
+                actor.misses = 0
+                for st in report.statuses:
+                    statuses[(actor.name, st.partition)] = st
+                    actor.node_id = st.node_id or actor.node_id
+                return []
+            case Reach.PENDING:
+                return []  # not placed yet: waiting for resources is not hanging
+            case Reach.SILENT:
+                actor.misses += 1
+                if actor.misses < HUNG_AFTER_MISSES:
+                    return []
+                logger.warning("group %s: %s is hung; killing it", self.group, actor.name)
+            case Reach.DEAD:
+                logger.warning("group %s: %s died", self.group, actor.name)
+        if actor.role is Role.STANDBY:
+            return self._kill(actor)  # a new standby follows (_ensure_standbys)
+        return self._replace(actor)
 
     def released(self, actor: str, partition: int, stopped: bool) -> list[Action]:
         """Outcome of a Release: ``stopped`` if the actor confirmed the partition stopped."""
@@ -396,16 +458,26 @@ class CoordinatorPolicy:
         if move is None or move.source != actor:
             return self._retire_idle()
         move.source = None
-        if stopped:
-            self.epochs.released(partition)  # no need to wait out its lease
-        else:
+        if not stopped:
             logger.warning(
-                "group %s: %s did not confirm it released partition %d; waiting for its lease",
+                "group %s: %s did not confirm it released partition %d; waiting out its lease",
                 self.group,
                 actor,
                 partition,
             )
+            move.known = False  # its end is not confirmed: its lease must run out
+        self._fence(move, lease=not stopped)
         return self._go_if_usable(move) + self._retire_idle()
+
+    def retired(self, actors: Iterable[str], confirmed: bool) -> None:
+        """Outcome of a Retire: ``confirmed`` if every actor said it stopped (committed and
+        closed). Their partitions then have no owner that could still write."""
+        if not confirmed:
+            return
+        names = set(actors)
+        for p in range(self.partitions):
+            if self.epochs.owner(p) in names:
+                self.epochs.release(p)
 
     def went(self, actor: str, partition: int, epoch: int, accepted: bool) -> list[Action]:
         """Outcome of a Go: the target accepted (it processes ``partition`` under ``epoch``)."""
@@ -416,7 +488,7 @@ class CoordinatorPolicy:
         del self.moves[partition]
         return []
 
-    # -- rules --------------------------------------------------------------------------------
+    # -- moves --------------------------------------------------------------------------------
 
     def _plan(self) -> list[list[int]]:
         cfg = self.config
@@ -435,38 +507,161 @@ class CoordinatorPolicy:
             return st.epoch == move.epoch
         return self.owner.get(partition) == name
 
-    def _spawn_worker(self, partitions: list[int], *, near: str | None = None) -> list[Action]:
-        """A new worker that ``partitions`` move to (``near``: preferred node)."""
+    def _start_move(
+        self,
+        partition: int,
+        target: str,
+        *,
+        source: str | None,
+        epoch: int | None = None,
+        blockers: Iterable[str] = (),
+        known: bool = True,
+    ) -> list[Action]:
+        """Assign ``partition`` to ``target`` under a new epoch (issued and recorded first,
+        unless ``epoch`` was issued already).
+
+        ``blockers`` (killed older owners) and ``known`` say what the new owner waits for once
+        the epoch is current (see :class:`Move`). A move still under way to another target is
+        called off: that target never went, so it never wrote; it is told to release, and
+        what its move waited for carries over.
+        """
+        if epoch is None:
+            epoch = self.epochs.issue(partition)
+        move = Move(partition, target, epoch, source, known=known)
+        move.blockers = {b for b in blockers if b in self.zombies}
+        actions: list[Action] = []
+        old = self.moves.get(partition)
+        if old is not None:
+            if old.target != target and (previous := self.actors.get(old.target)) is not None:
+                previous.partitions.discard(partition)
+                actions.append(Release(old.target, partition))
+            if old.phase is MovePhase.FENCED:
+                move.source = None
+                move.lease_until = old.lease_until
+                move.blockers |= old.blockers
+                move.known = move.known and old.known
+        self.moves[partition] = move
+        if old is not None and old.phase is MovePhase.FENCED:
+            self._fence(move, lease=False)
+        return [*actions, Assign(target, partition, epoch)]
+
+    def _fence(self, move: Move, *, lease: bool) -> None:
+        """Make the move's epoch current (recorded first): older leases can no longer renew.
+
+        ``lease``: an older owner may hold a lease that is still valid, so the new owner waits
+        a full lease from now (unless the move's ``known`` blockers are all confirmed gone).
+        Nothing is waited for if no older epoch ever had a live owner.
+        """
+        if move.phase is not MovePhase.FENCED:
+            p = move.partition
+            previous = self.epochs.owner(p)
+            had_owner = previous is not None
+            if had_owner and previous not in self.actors and previous not in move.blockers:
+                move.known = False  # an owner this coordinator never tracked (a restart)
+            self.epochs.make_current(p, move.epoch, move.target)
+            move.phase = MovePhase.FENCED
+            if not had_owner:
+                move.blockers.clear()  # no epoch of it had a live owner: nobody can write
+                move.lease_until = None
+                move.known = True
+                return
+        if lease:
+            until = self.clock() + self.lease_duration
+            move.lease_until = max(move.lease_until or until, until)
+
+    def _spawn_worker(
+        self,
+        partitions: list[int],
+        *,
+        near: str | None = None,
+        replacing: str | None = None,
+        known: bool = True,
+    ) -> list[Action]:
+        """A new worker that ``partitions`` move to (``near``: preferred node).
+
+        ``replacing``: the partitions' owner died or hung (it was killed); ``known=False``:
+        after a coordinator restart, the older owners of partitions without an owner are not
+        known. Moves of such orphans are fenced at once, so the lease runs out while the new
+        worker recovers; partitions with a live owner are handed over by it.
+        """
+        epochs = [self.epochs.issue(p) for p in partitions]  # recorded before anything changes
         name = f"{worker_prefix(self.group)}{self._new_id()[:8]}"
         self.actors[name] = TrackedActor(name, Role.WORKER, set(partitions), node_id=near)
         actions: list[Action] = [Spawn(name, Role.WORKER, self._resources(near))]
-        for p in partitions:
-            epoch = self.epochs.current(p) + 1
-            actions.append(Assign(name, p, epoch))
-            self.moves[p] = Move(p, name, epoch, self.owner.get(p))
+        for p, epoch in zip(partitions, epochs, strict=True):
+            orphan = replacing is not None or (
+                not known and p not in self.owner and p not in self.moves
+            )
+            actions += self._start_move(
+                p,
+                name,
+                source=None if orphan else self.owner.get(p),
+                epoch=epoch,
+                blockers=self._suspects(replacing) if orphan else (),
+                known=known or not orphan,
+            )
+            if orphan:
+                self._fence(self.moves[p], lease=True)
         return actions
 
-    def _replace(
-        self, actor: TrackedActor, alive_nodes: frozenset[str], *, died: bool
-    ) -> list[Action]:
-        """Move the partitions of a dead or hung worker to a standby or a new worker.
+    def _holding(self, name: str) -> set[int]:
+        """The partitions ``name`` owns or is the target of, once its moves are done."""
+        return {p for p in range(self.partitions) if self.holder(p) == name}
 
-        If Ray reports the actor dead while its node is alive, its process is gone and cannot
-        write any more, so the new owner need not wait out the old lease. A hung actor, or one
-        on a lost node (possibly a partitioned zombie), is waited out.
+    def _suspects(self, replacing: str | None) -> set[str]:
+        """The killed actors that may still write a partition: the replaced owner, or after
+        a restart every actor killed because it did not answer."""
+        return set(self.zombies) if replacing is None else {replacing}
+
+    def _promote(
+        self, partition: int, *, replacing: str | None, known: bool
+    ) -> list[Action] | None:
+        """Move ``partition`` to its oldest standby; None if it has none."""
+        candidates = self.standbys_of(partition)
+        if not candidates:
+            return None
+        standby = candidates[0]
+        actions = self._start_move(
+            partition,
+            standby.name,
+            source=None,
+            blockers=self._suspects(replacing),
+            known=known,
+        )
+        standby.role = Role.WORKER
+        self._fence(self.moves[partition], lease=True)
+        logger.warning(
+            "group %s: partition %d fails over to its standby %s",
+            self.group,
+            partition,
+            standby.name,
+        )
+        return actions
+
+    def _kill(self, actor: TrackedActor) -> list[Action]:
+        """Stop tracking ``actor`` and kill it; its process counts until Ray confirms it gone."""
+        del self.actors[actor.name]
+        self.zombies[actor.name] = actor.node_id
+        self.departed.add(actor.name)
+        return [Kill(actor.name)]
+
+    def _replace(self, actor: TrackedActor) -> list[Action]:
+        """Kill a dead or hung worker and move its partitions to standbys or a new worker.
+
+        Its partitions wait until Ray confirms its process gone, or, if its node is lost, a
+        full lease. Moves away from it no longer wait for its release.
         """
-        gone = died and actor.node_id is not None and actor.node_id in alive_nodes
         name = actor.name
-        del self.actors[name]
-        actions: list[Action] = [Kill(name)]
+        actions = self._kill(actor)
         lost = sorted(p for p in actor.partitions if self.holder(p) == name)
+        owned = {p for p in lost if self.owner.get(p) == name}
+        called_off = {p: self.moves.pop(p) for p in lost if p in self.moves}
         for p in lost:
-            self.owner.pop(p, None)
-            self.moves.pop(p, None)
             self.restarts[p] = self.restarts.get(p, 0) + 1
         for move in self.moves.values():
             if move.source == name:
-                move.source = None  # moves away from it no longer wait for its release
+                move.source = None
+                move.blockers.add(name)
         if any(self.restarts[p] > self.config.max_restarts for p in lost):
             return actions + self._fail(
                 GokaRayError(
@@ -474,36 +669,25 @@ class CoordinatorPolicy:
                     f"max_restarts={self.config.max_restarts} times; see the actor logs"
                 )
             )
+        # a move to the dead actor that had not started fencing: its source still owns
+        unfenced = [
+            p for p, m in called_off.items() if m.phase is MovePhase.RECOVERING and p not in owned
+        ]
+        for p in unfenced:
+            actions += self._spawn_worker([p], near=actor.node_id)
         rest = []
-        for p in lost:
-            promoted = self._promote(p)
+        for p in (p for p in lost if p not in unfenced):
+            self.owner.pop(p, None)
+            if p in called_off:  # its waits carry over to the next move
+                self.moves[p] = called_off[p]
+            promoted = self._promote(p, replacing=name, known=True)
             if promoted is None:
                 rest.append(p)
             else:
                 actions += promoted
         if rest:
-            actions += self._spawn_worker(rest, near=actor.node_id)
-        for p in lost:
-            if p in self.moves:
-                self.moves[p].source_gone = gone
+            actions += self._spawn_worker(rest, near=actor.node_id, replacing=name)
         return actions
-
-    def _promote(self, partition: int) -> list[Action] | None:
-        """Move ``partition`` to its oldest standby; None if it has none."""
-        candidates = self.standbys_of(partition)
-        if not candidates:
-            return None
-        standby = candidates[0]
-        standby.role = Role.WORKER
-        epoch = self.epochs.current(partition) + 1
-        self.moves[partition] = Move(partition, standby.name, epoch, None)
-        logger.warning(
-            "group %s: partition %d fails over to its standby %s",
-            self.group,
-            partition,
-            standby.name,
-        )
-        return [Assign(standby.name, partition, epoch)]
 
     def _on_failure(self, name: str, partition: int, error: BaseException | None) -> list[Action]:
         if isinstance(error, ProcessingError):
@@ -514,20 +698,22 @@ class CoordinatorPolicy:
         logger.warning(
             "group %s partition %d failed (%s); restarting it", self.group, partition, error
         )
-        epoch = self.epochs.current(partition) + 1
+        actions = self._start_move(partition, name, source=None, known=False)
         self.owner.pop(partition, None)
-        self.moves[partition] = Move(partition, name, epoch, None)
-        return [Assign(name, partition, epoch)]
+        # the failed runner stops before the new one starts, but its lease is waited out
+        self._fence(self.moves[partition], lease=True)
+        return actions
 
-    def _advance_moves(self, statuses: Mapping[tuple[str, int], PartitionStatus]) -> list[Action]:
-        def recovered(move: Move) -> bool:
-            st = statuses.get((move.target, move.partition))
-            return (
-                st is not None
-                and PartitionState(st.state) is PartitionState.RECOVERED
-                and st.epoch == move.epoch
-            )
+    def _recovered_now(self, move: Move) -> bool:
+        st = self.last.get((move.target, move.partition))
+        return (
+            st is not None
+            and PartitionState(st.state) is PartitionState.RECOVERED
+            and st.epoch == move.epoch
+        )
 
+    def _advance_moves(self) -> list[Action]:
+        recovered = self._recovered_now
         if self.hold_go:
             if sum(recovered(m) for m in self.moves.values()) < self.partitions:
                 return self._retire_idle()
@@ -538,31 +724,71 @@ class CoordinatorPolicy:
             if not recovered(move):
                 continue
             if move.phase is MovePhase.RECOVERING:
-                fresh = move.source is None and move.epoch == 1
-                epoch = self.epochs.bump(move.partition, fresh=fresh)
-                assert epoch == move.epoch, (epoch, move.epoch)
-                move.phase = MovePhase.HANDING_OVER
-                if move.source_gone:
-                    self.epochs.released(move.partition)
                 if move.source is not None:
                     actions.append(Release(move.source, move.partition))
-                    continue  # Go follows the outcome (released)
-            if move.source is None:
-                actions += self._go_if_usable(move)
+                    continue  # the epoch becomes current on the outcome (released)
+                self._fence(move, lease=True)
+            actions += self._go_if_usable(move)
         return actions + self._retire_idle()
 
     def _go_if_usable(self, move: Move) -> list[Action]:
-        if move.phase is not MovePhase.HANDING_OVER or move.source is not None:
+        if move.phase is not MovePhase.FENCED or move.target not in self.actors:
             return []
-        if self.epochs.wait_usable(move.partition) > 0 or move.target not in self.actors:
+        if not self._recovered_now(move) or not self._usable(move):
             return []
         return [Go(move.target, move.partition, move.epoch)]
+
+    def _usable(self, move: Move) -> bool:
+        """Whether no older owner of the move's partition can write any more."""
+        move.blockers &= set(self.zombies)  # confirmed gone: no longer blocking
+        if not move.blockers and (move.lease_until is None or move.known):
+            return True
+        now = self.clock()
+        if move.lease_until is None or now < move.lease_until:
+            return False
+        on_live_nodes = [
+            b
+            for b in move.blockers
+            if self.zombies[b] is None or self.zombies[b] in self.alive_nodes
+        ]
+        if not on_live_nodes:
+            return True  # the rest were on lost nodes: their leases are over
+        if now >= move.lease_until + UNCONFIRMED_GRACE:
+            if not move.warned:
+                move.warned = True
+                logger.warning(
+                    "group %s partition %d: Ray has not confirmed that %s ended %.0fs after "
+                    "its lease; the new owner goes on",
+                    self.group,
+                    move.partition,
+                    on_live_nodes,
+                    now - move.lease_until,
+                )
+            return True
+        return False
 
     def _retire_idle(self) -> list[Action]:
         idle = [a.name for a in self.workers() if not a.partitions]
         for name in idle:
             del self.actors[name]
+            self.departed.add(name)
         return [Retire(tuple(idle))] if idle else []
+
+    def _sweep(self, named: frozenset[str]) -> list[Action]:
+        """Kill actors of the group that nobody tracks (left by an earlier coordinator)."""
+        self.departed &= named  # gone from Ray's list: nothing left to skip
+        actions: list[Action] = []
+        for name in sorted(named - set(self.actors) - set(self.zombies) - self.departed):
+            logger.warning("group %s: killing %s, an actor it does not track", self.group, name)
+            self.departed.add(name)
+            actions.append(Kill(name))
+        return actions
+
+    def _forget_zombies(self) -> None:
+        """Stop asking about killed actors that no move waits for."""
+        waited = set().union(*(m.blockers for m in self.moves.values())) if self.moves else set()
+        for name in set(self.zombies) - waited:
+            del self.zombies[name]
 
     def _ensure_standbys(self, alive_nodes: frozenset[str]) -> list[Action]:
         """Start standbys until every partition has ``standby_replicas`` of them."""
@@ -599,44 +825,108 @@ class CoordinatorPolicy:
         workers = tuple(a.name for a in self.workers())
         if workers:
             actions.append(Retire(workers))
+        self.departed |= set(self.actors)
         self.actors.clear()
         return actions
 
     # -- after a restart of the coordinator ---------------------------------------------------
 
     def adopt(self, partitions: int, found: Mapping[str, tuple[Role, ActorReport]]) -> list[Action]:
-        """Take over the actors of the group that a previous coordinator left running.
+        """Take over what a previous coordinator left: ``found`` is every named actor of the
+        group with its role and one status round (the EpochTable was restored before).
 
-        ``found``: every named actor of the group with its role and one status round.
+        Adopts as owner only an actor that answers and runs a partition under the epoch and
+        name the record holds as current; keeps a move whose target recovers under the epoch
+        last issued; releases every other partition an actor reports (stale); kills actors
+        that did not answer. Every other partition gets a new owner (a standby where one
+        answered, else new workers as the config plans) after a full lease, or once every
+        killed actor is confirmed gone and nobody else can have held it.
         """
         self.partitions = partitions
-        running: dict[int, tuple[str, int]] = {}
-        waiting: dict[int, tuple[str, int]] = {}
-        for name, (role, report) in found.items():
-            if report.reach is not Reach.ANSWERED:
-                logger.warning("group %s: cannot adopt %s (%s)", self.group, name, report.reach)
-                continue
-            actor = TrackedActor(name, role)
-            self.actors[name] = actor
-            for st in report.statuses:
-                actor.partitions.add(st.partition)
-                actor.node_id = st.node_id
-                if role is Role.STANDBY:
-                    continue
-                self.epochs.adopt(st.partition, st.epoch)
-                state = PartitionState(st.state)
-                target = running if state is PartitionState.RUNNING else waiting
-                if st.partition not in target or target[st.partition][1] < st.epoch:
-                    target[st.partition] = (name, st.epoch)
-        for p, (name, _epoch) in running.items():
-            self.owner[p] = name
-        for p, (name, epoch) in waiting.items():
-            if p not in self.owner:
-                self.moves[p] = Move(p, name, epoch, None, phase=MovePhase.HANDING_OVER)
         actions: list[Action] = []
-        for p in range(partitions):
-            if p not in self.owner and p not in self.moves:
-                actions += self._spawn_worker([p])
+        for name, (role, report) in found.items():
+            if report.reach is Reach.ANSWERED:
+                self.actors[name] = TrackedActor(name, role)
+                continue
+            logger.warning(
+                "group %s: %s did not answer after the coordinator restarted (%s); killing it",
+                self.group,
+                name,
+                report.reach.value,
+            )
+            self.zombies[name] = report.node_id
+            self.departed.add(name)
+            actions.append(Kill(name))
+        for name, (_role, report) in found.items():
+            if name in self.actors:
+                actions += self._adopt_statuses(self.actors[name], report.statuses)
+        for move in self.moves.values():
+            if move.phase is MovePhase.RECOVERING:
+                move.source = self.owner.get(move.partition)
+                if move.source is None:  # its source is gone: fence it as an orphan
+                    move.known, move.blockers = False, set(self.zombies)
+                    self._fence(move, lease=True)
+        orphans = [p for p in range(partitions) if p not in self.owner and p not in self.moves]
+        promoted = set()
+        for p in orphans:
+            if (promotion := self._promote(p, replacing=None, known=False)) is not None:
+                actions += promotion
+                promoted.add(p)
+        # back to the configured actors: every planned set of partitions that no actor holds
+        # exactly moves to a new actor (orphans fenced at once, the others handed over)
+        for parts in self._plan():
+            if promoted & set(parts) or any(
+                self._holding(w.name) == set(parts) for w in self.workers()
+            ):
+                continue
+            actions += self._spawn_worker(parts, known=False)
+        actions += self._retire_idle()
+        if self.owner:
+            self.hold_go = False  # processing had started: recover_ahead is over
         self.state = GroupState.RUNNING
-        logger.info("group %s: adopted %d partition actors", self.group, len(self.workers()))
+        logger.info(
+            "group %s: adopted %d partition actors (owners of %s), %d partitions get new owners",
+            self.group,
+            len(self.workers()),
+            sorted(self.owner),
+            len(orphans),
+        )
+        return actions
+
+    def _adopt_statuses(
+        self, actor: TrackedActor, statuses: Iterable[PartitionStatus]
+    ) -> list[Action]:
+        actions: list[Action] = []
+        for st in statuses:
+            p, state = st.partition, PartitionState(st.state)
+            actor.node_id = st.node_id or actor.node_id
+            if actor.role is Role.STANDBY:
+                actor.partitions.add(p)
+                continue
+            record = self.epochs.record(p)
+            if state in _PROCESSING and self.epochs.adopt(p, st.epoch, actor.name):
+                self.owner[p] = actor.name
+                actor.partitions.add(p)
+            elif state in _PREPARING and st.epoch == record.issued > record.current:
+                self.moves[p] = Move(p, actor.name, st.epoch, None)
+                actor.partitions.add(p)
+            elif state in _PREPARING and (st.epoch, actor.name) == (record.current, record.owner):
+                move = Move(p, actor.name, st.epoch, None, MovePhase.FENCED, known=False)
+                move.lease_until = self.clock() + self.lease_duration
+                move.blockers = set(self.zombies)
+                self.moves[p] = move
+                actor.partitions.add(p)
+            else:
+                logger.warning(
+                    "group %s: %s holds partition %d under epoch %d (%s), which is not the "
+                    "record's (current %d by %s); releasing it",
+                    self.group,
+                    actor.name,
+                    p,
+                    st.epoch,
+                    state,
+                    record.current,
+                    record.owner,
+                )
+                actions.append(Release(actor.name, p))
         return actions
