@@ -228,3 +228,83 @@ def test_a_coordinator_killed_during_a_live_scale_finishes_it_with_one_writer(ka
         f"\ncoordinator killed during a scale 2 -> 4: epochs seen {check.epochs_seen()}; "
         f"{len(truth)} keys checked; scaled {recovered_in:.1f}s after the coordinator was killed"
     )
+
+
+@ray.remote(num_cpus=0)
+class RefusingCoordinator:
+    """Stands in for a coordinator that gave the partition to another owner at some point."""
+
+    def __init__(self) -> None:
+        self.refusing = False
+        self.renewals: list[tuple[int, int, str]] = []
+
+    def renew(self, partition: int, epoch: int, owner: str) -> bool:
+        self.renewals.append((partition, epoch, owner))
+        return not self.refusing
+
+    def refuse(self) -> None:
+        self.refusing = True
+
+    def seen(self) -> list[tuple[int, int, str]]:
+        return self.renewals
+
+
+def test_an_actor_whose_lease_is_refused_writes_no_more_and_stops_itself(
+    kafka, unique, tmp_path, ray_local
+):
+    from goka_ray.actors.partition import PartitionActor, WorkerSpec
+    from goka_ray.kafka.runner import RunnerConfig
+
+    brokers = kafka.bootstrap_servers
+    topic = f"{unique}-clicks"
+    graph = click_counter(f"{unique}-counter", topic)
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 1)
+        topics.ensure_group_topics(graph)
+    coordinator = RefusingCoordinator.options(
+        name=coordinator_name(graph.group), namespace=NAMESPACE
+    ).remote()
+    name = f"{worker_prefix(graph.group)}stale"
+    spec = WorkerSpec(
+        brokers=brokers,
+        graph=graph,
+        storage_dir=str(tmp_path / "data"),
+        runner_config=RunnerConfig(batch_size=100),
+        coordinator_name=coordinator_name(graph.group),
+        namespace=NAMESPACE,
+        lease_duration=2.0,
+    )
+    actor = (
+        ray.remote(PartitionActor)
+        .options(name=name, namespace=NAMESPACE, max_concurrency=16, num_cpus=0.1)
+        .remote(spec, name)
+    )
+    try:
+        actor.assign.remote(0, 1)
+        wait_until(lambda: [s.state for s in ray.get(actor.status.remote())] == ["recovered"], 60)
+        assert ray.get(actor.go.remote(0, 1))
+        with ClickStream(brokers, topic, 50, 20, seed=30):
+            wait_until(lambda: ray.get(actor.status.remote())[0].processed > 100, 60)
+            assert (0, 1, name) in ray.get(coordinator.seen.remote()), "renewed under its name"
+            ray.get(coordinator.refuse.remote())
+            refused_at = time.monotonic()
+
+            def stopped() -> bool:
+                try:
+                    ray.get(actor.ping.remote(), timeout=5)
+                except ray.exceptions.RayActorError:
+                    return True
+                return False
+
+            wait_until(stopped, 30, "the fenced actor to stop itself")
+            stopped_in = time.monotonic() - refused_at
+            written = len(read_records(brokers, graph.table_topic, 1))
+            time.sleep(2)  # clicks still flow: nothing more is written for the partition
+        assert len(read_records(brokers, graph.table_topic, 1)) == written
+        print(f"\nrefused lease: the actor stopped itself {stopped_in:.1f}s after the refusal")
+    finally:
+        ray.kill(coordinator)
+        try:
+            ray.kill(actor)
+        except Exception:
+            pass
