@@ -33,12 +33,9 @@ import ray
 
 from goka_ray.actors.group_actors import GroupActors
 from goka_ray.actors.partition import WorkerSpec
-from goka_ray.control.fencing import EpochTable
-from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
-from goka_ray.control.policy import (
+from goka_ray.control.actions import (
     Action,
     Assign,
-    CoordinatorPolicy,
     Follow,
     Go,
     Kill,
@@ -48,6 +45,9 @@ from goka_ray.control.policy import (
     Role,
     Spawn,
 )
+from goka_ray.control.fencing import EpochTable
+from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
+from goka_ray.control.policy import CoordinatorPolicy
 from goka_ray.control.status import GroupState, GroupStatus
 from goka_ray.core.config import Config
 from goka_ray.core.graph import GroupGraph

@@ -26,8 +26,8 @@ import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from goka_ray.actors.partition import PartitionActor, WorkerSpec
+from goka_ray.control.actions import ActorReport, Reach, Spawn
 from goka_ray.control.fencing import EpochRecord, decode_records, encode_records
-from goka_ray.control.policy import ActorReport, Reach, Spawn
 from goka_ray.control.status import PartitionState, PartitionStatus
 
 __all__ = ["GroupActors"]

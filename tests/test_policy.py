@@ -7,14 +7,10 @@ import itertools
 import pytest
 
 from goka_ray import GokaRayError, GroupConfig, ProcessingError
-from goka_ray.control.fencing import EpochRecord, EpochTable, MemoryEpochStore
-from goka_ray.control.policy import (
-    HUNG_AFTER_MISSES,
-    UNCONFIRMED_GRACE,
+from goka_ray.control.actions import (
     Action,
     ActorReport,
     Assign,
-    CoordinatorPolicy,
     Follow,
     Go,
     Kill,
@@ -25,6 +21,8 @@ from goka_ray.control.policy import (
     Role,
     Spawn,
 )
+from goka_ray.control.fencing import EpochRecord, EpochTable, MemoryEpochStore
+from goka_ray.control.policy import HUNG_AFTER_MISSES, UNCONFIRMED_GRACE, CoordinatorPolicy
 from goka_ray.control.status import GroupState, PartitionStatus
 
 LEASE = 6.0

@@ -47,6 +47,21 @@ import uuid
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+from goka_ray.control.actions import (
+    Action,
+    ActorReport,
+    ActorResources,
+    Assign,
+    Follow,
+    Go,
+    Kill,
+    Observation,
+    Reach,
+    Release,
+    Retire,
+    Role,
+    Spawn,
+)
 from goka_ray.control.assignment import plan_actors
 from goka_ray.control.fencing import EpochTable
 from goka_ray.control.names import standby_prefix, worker_prefix
@@ -57,22 +72,9 @@ from goka_ray.errors import GokaRayError, ProcessingError
 __all__ = [
     "HUNG_AFTER_MISSES",
     "UNCONFIRMED_GRACE",
-    "Action",
-    "ActorReport",
-    "ActorResources",
-    "Assign",
     "CoordinatorPolicy",
-    "Follow",
-    "Go",
-    "Kill",
     "Move",
     "MovePhase",
-    "Observation",
-    "Reach",
-    "Release",
-    "Retire",
-    "Role",
-    "Spawn",
     "TrackedActor",
 ]
 
@@ -90,28 +92,6 @@ _PROCESSING = {PartitionState.RUNNING, PartitionState.FAILED, PartitionState.STO
 _PREPARING = {PartitionState.IDLE, PartitionState.RECOVERING, PartitionState.RECOVERED}
 
 
-class Role(enum.Enum):
-    """What a partition actor of the group is for."""
-
-    #: owns partitions (or is the target of their moves) and processes them
-    WORKER = "worker"
-    #: keeps a passive copy of one partition current from its changelog
-    STANDBY = "standby"
-
-
-class Reach(enum.Enum):
-    """How an actor answered one status round."""
-
-    #: it answered before the deadline
-    ANSWERED = "answered"
-    #: Ray has not started it yet (waiting for resources or its process): not hung
-    PENDING = "pending"
-    #: alive for Ray, but no answer before the deadline; hung after HUNG_AFTER_MISSES rounds
-    SILENT = "silent"
-    #: Ray reports it dead
-    DEAD = "dead"
-
-
 class MovePhase(enum.Enum):
     """Where a move of a partition to a new owner stands (see the module docstring)."""
 
@@ -119,110 +99,6 @@ class MovePhase(enum.Enum):
     RECOVERING = "recovering"
     #: the move's epoch is current; the target goes once recovered and no older owner can write
     FENCED = "fenced"
-
-
-# -- observations ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActorReport:
-    """What one status round found out about one actor."""
-
-    reach: Reach
-    statuses: tuple[PartitionStatus, ...] = ()
-    #: errors of the partitions it reports as failed (None: it could not say)
-    failures: Mapping[int, BaseException | None] = field(default_factory=dict)
-    #: the node Ray placed it on, where known (from its statuses, or from Ray if it is silent)
-    node_id: str | None = None
-
-
-@dataclass(frozen=True)
-class Observation:
-    """One status round (an actor missing from ``actors`` is not judged this round)."""
-
-    actors: Mapping[str, ActorReport]
-    alive_nodes: frozenset[str] = frozenset()
-    #: killed actors whose process Ray confirms ended (or never started)
-    gone: frozenset[str] = frozenset()
-    #: every live named actor of the group Ray lists (None: not looked up this round)
-    named: frozenset[str] | None = None
-
-
-# -- actions --------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ActorResources:
-    """Where and with what a new actor is placed."""
-
-    num_cpus: float
-    memory: int | None = None
-    #: preferred node (soft affinity), e.g. the node of a replaced actor whose copy is there
-    node: str | None = None
-    #: spread the group's actors over the nodes (when no node is preferred)
-    spread: bool = True
-
-
-@dataclass(frozen=True)
-class Spawn:
-    """Create a partition actor named ``name``."""
-
-    name: str
-    role: Role
-    resources: ActorResources
-
-
-@dataclass(frozen=True)
-class Assign:
-    """Tell ``actor`` to recover ``partition`` under ``epoch`` (then wait for Go)."""
-
-    actor: str
-    partition: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Follow:
-    """Tell standby ``actor`` to keep a copy of ``partition`` current."""
-
-    actor: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class Release:
-    """Ask ``actor`` to stop ``partition`` gracefully; report with
-    :meth:`~CoordinatorPolicy.released` whether it confirmed it stopped."""
-
-    actor: str
-    partition: int
-
-
-@dataclass(frozen=True)
-class Go:
-    """Let ``actor`` process ``partition`` under ``epoch``; report with
-    :meth:`~CoordinatorPolicy.went` whether it accepted."""
-
-    actor: str
-    partition: int
-    epoch: int
-
-
-@dataclass(frozen=True)
-class Retire:
-    """Stop these actors gracefully (finish the batch, commit, close), then remove them."""
-
-    actors: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Kill:
-    """Remove ``actor`` at once (dead, hung, stale, or a standby no longer needed)."""
-
-    actor: str
-
-
-Action = Spawn | Assign | Follow | Release | Go | Retire | Kill
 
 
 # -- the state ------------------------------------------------------------------------------
@@ -260,6 +136,39 @@ class Move:
     known: bool = True
     #: the unconfirmed-blocker warning was logged
     warned: bool = False
+
+    def inherit(self, older: Move) -> None:
+        """Carry over what a called-off move waited for (its epoch was current already)."""
+        self.source = None
+        self.lease_until = older.lease_until
+        self.blockers |= older.blockers
+        self.known = self.known and older.known
+
+    def usable(
+        self, now: float, zombies: Mapping[str, str | None], alive_nodes: frozenset[str]
+    ) -> bool:
+        """Whether no older owner of the partition can write any more (step 4 of the module
+        docstring). ``zombies``: killed actors Ray has not confirmed gone, with their node."""
+        self.blockers &= set(zombies)  # confirmed gone: no longer blocking
+        if not self.blockers and (self.lease_until is None or self.known):
+            return True
+        if self.lease_until is None or now < self.lease_until:
+            return False
+        unconfirmed = [b for b in self.blockers if zombies[b] is None or zombies[b] in alive_nodes]
+        if not unconfirmed:
+            return True  # the rest were on lost nodes: their leases are over
+        if now < self.lease_until + UNCONFIRMED_GRACE:
+            return False
+        if not self.warned:
+            self.warned = True
+            logger.warning(
+                "partition %d: Ray has not confirmed that %s ended %.0fs after its lease; the "
+                "new owner goes on",
+                self.partition,
+                unconfirmed,
+                now - self.lease_until,
+            )
+        return True
 
 
 class CoordinatorPolicy:
@@ -536,10 +445,7 @@ class CoordinatorPolicy:
                 previous.partitions.discard(partition)
                 actions.append(Release(old.target, partition))
             if old.phase is MovePhase.FENCED:
-                move.source = None
-                move.lease_until = old.lease_until
-                move.blockers |= old.blockers
-                move.known = move.known and old.known
+                move.inherit(old)
         self.moves[partition] = move
         if old is not None and old.phase is MovePhase.FENCED:
             self._fence(move, lease=False)
@@ -734,38 +640,11 @@ class CoordinatorPolicy:
     def _go_if_usable(self, move: Move) -> list[Action]:
         if move.phase is not MovePhase.FENCED or move.target not in self.actors:
             return []
-        if not self._recovered_now(move) or not self._usable(move):
+        if not self._recovered_now(move):
+            return []
+        if not move.usable(self.clock(), self.zombies, self.alive_nodes):
             return []
         return [Go(move.target, move.partition, move.epoch)]
-
-    def _usable(self, move: Move) -> bool:
-        """Whether no older owner of the move's partition can write any more."""
-        move.blockers &= set(self.zombies)  # confirmed gone: no longer blocking
-        if not move.blockers and (move.lease_until is None or move.known):
-            return True
-        now = self.clock()
-        if move.lease_until is None or now < move.lease_until:
-            return False
-        on_live_nodes = [
-            b
-            for b in move.blockers
-            if self.zombies[b] is None or self.zombies[b] in self.alive_nodes
-        ]
-        if not on_live_nodes:
-            return True  # the rest were on lost nodes: their leases are over
-        if now >= move.lease_until + UNCONFIRMED_GRACE:
-            if not move.warned:
-                move.warned = True
-                logger.warning(
-                    "group %s partition %d: Ray has not confirmed that %s ended %.0fs after "
-                    "its lease; the new owner goes on",
-                    self.group,
-                    move.partition,
-                    on_live_nodes,
-                    now - move.lease_until,
-                )
-            return True
-        return False
 
     def _retire_idle(self) -> list[Action]:
         idle = [a.name for a in self.workers() if not a.partitions]
