@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+QUIX_VENV ?= .venv-quix
+BENCH ?=
 
 .PHONY: demo test lint bench clean
 
@@ -24,8 +26,21 @@ lint: $(STAMP)
 test: lint
 	$(PY) -m pytest -q
 
-bench: $(STAMP)
-	$(PY) -m bench.throughput
+# what the benchmarks need beyond goka-ray; Quix Streams (a baseline) in a venv of its own,
+# since it pins another confluent-kafka: never a runtime or test dependency of goka-ray
+$(VENV)/.bench-installed: $(STAMP) bench/requirements.txt
+	$(PY) -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+$(QUIX_VENV)/.installed: bench/requirements-quix.txt
+	$(PYTHON) -m venv $(QUIX_VENV)
+	$(QUIX_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(QUIX_VENV)/bin/python -m pip install --quiet -r bench/requirements-quix.txt
+	touch $@
+
+# every benchmark (python -m bench --list); one or some: make bench BENCH="latency view_latency"
+bench: $(VENV)/.bench-installed $(QUIX_VENV)/.installed
+	$(PY) -m bench $(BENCH)
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(QUIX_VENV) .pytest_cache .mypy_cache .ruff_cache

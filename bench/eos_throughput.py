@@ -16,7 +16,7 @@ import argparse
 import tempfile
 import time
 
-from bench.throughput import fill
+from bench.harness import fill
 from goka_ray import Context, GroupGraph, Input, Output, Persist, codecs, define_group
 from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 from goka_ray.kafka.topics import TopicManager

@@ -1,125 +1,187 @@
-"""The Ray path: partition actors on 4 partitions, and View get() latency.
+"""Counting clicks end to end: goka-ray with 1, 2 and 4 partition actors against a raw
+confluent-kafka loop and Quix Streams, on the same pre-filled topic, in one run.
 
-    python -m bench.ray_throughput [--messages 200000] [--keys 10000] [--gets 1000]
+    python -m bench.ray_throughput [--messages 1000000] [--keys 10000] [--actors 1 2 4]
+                                   [--quix-python .venv-quix/bin/python | --no-quix]
 
-In one run: a raw confluent-kafka counting loop (the baseline), then the click counter as
-Ray partition actors (1, 2 and 4 actors on 4 partitions) over the same pre-filled topic,
-printing msgs/s and the ratio to the raw loop; then View.get() latency (median, p99) from the
-driver and from inside a Ray task.
+A 4-partition topic is filled with ``--messages`` clicks (100-byte values) over ``--keys``
+users. Each contender counts them per user; the figure is wall time from its start until every
+count is there, as msgs/s:
+  raw       one confluent-kafka consumer (manual assignment, goka-ray's client settings)
+            counting into a dict: no state store, no changelog, nothing committed; from
+            creating the consumer until the last message is counted;
+  Quix      Quix Streams with its defaults (RocksDB state, changelog topics) counting in its
+            state, in a process of its own (``bench.quix_count``, Quix's own venv); from
+            creating the Application until its run returned after the final checkpoint;
+  goka-ray  the click counter (``goka_ray.examples.click_counter``) as a Processor on a local
+            Ray (``num_cpus=2``) with the default group config but ``actors``; from
+            ``Processor.start()`` until a View of its table returns every user's count equal
+            to the truth (the raw loop's counts).
+Prints msgs/s of each and goka-ray's ratios to the raw loop and to Quix Streams.
 """
 
 from __future__ import annotations
 
 import argparse
-import statistics
+import json
+import subprocess
 import tempfile
 import time
+from collections import Counter
+from pathlib import Path
 
-import ray
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
 from tqdm import tqdm
 
-from bench.throughput import fill, raw_loop
+from bench.harness import fill, local_ray
 from goka_ray import Processor, View, codecs
 from goka_ray.examples import click_counter
-from goka_ray.kafka.topics import TopicManager
+from goka_ray.kafka.clients import make_consumer
 from goka_ray.tools.local import LocalKafka
 
 PARTITIONS = 4
+NAMESPACE = "goka-ray-bench-throughput"
+QUIX_PYTHON = ".venv-quix/bin/python"
 
 
-def through_actors(brokers: str, topic: str, n: int, actors: int, storage: str) -> float:
-    graph = click_counter(f"bench-ray-{actors}-{time.monotonic_ns()}", topic)
-    processor = Processor(
-        brokers,
-        graph,
-        {
-            "storage_dir": storage,
-            "namespace": "goka-ray-bench",
-            "groups": {graph.group: {"actors": actors, "num_cpus": 0.1}},
-        },
-    )
+def create_clicks_topic(brokers: str, topic: str) -> None:
+    """A plain stream topic, with Kafka's default retention set explicitly: the local broker
+    describes only the configs set at creation, and Quix Streams reads ``retention.ms``."""
+    admin = AdminClient({"bootstrap.servers": brokers})
+    new = NewTopic(topic, PARTITIONS, 1, config={"retention.ms": "604800000"})
+    admin.create_topics([new])[topic].result(30)
+
+
+def raw_count(brokers: str, topic: str, n: int) -> tuple[float, Counter[bytes]]:
+    """Seconds to count ``n`` messages per key with one plain consumer, and the counts."""
+    started = time.perf_counter()
+    consumer = make_consumer(brokers, f"bench-raw-{time.time_ns()}")
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+    counts: Counter[bytes] = Counter()
+    seen = 0
+    while seen < n:
+        for m in consumer.consume(5000, timeout=1.0):
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(err)
+                continue
+            key = m.key()
+            assert key is not None
+            counts[key] += 1
+            seen += 1
+    elapsed = time.perf_counter() - started
+    consumer.close()
+    return elapsed, counts
+
+
+def quix_count(python: str, brokers: str, topic: str, n: int, state_dir: str) -> dict[str, float]:
+    command = [python, "-m", "bench.quix_count", brokers, topic, str(n), state_dir]
+    out = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True, timeout=1800)
+    result: dict[str, float] = json.loads(out.stdout.strip().splitlines()[-1])
+    if result["processed"] != n or result["counted"] != n:
+        raise SystemExit(f"Quix Streams did not count every click once: {result}")
+    return result
+
+
+def goka_count(
+    brokers: str, topic: str, truth: dict[str, int], actors: int, storage: str
+) -> tuple[float, float]:
+    """Seconds from start until a View shows every count; and until every offset was processed."""
+    n = sum(truth.values())
+    graph = click_counter(f"bench-tp-{actors}-{time.time_ns()}", topic)
+    config = {
+        "storage_dir": storage,
+        "namespace": NAMESPACE,
+        "groups": {graph.group: {"actors": actors}},
+    }
+    started = time.perf_counter()
+    processor = Processor(brokers, graph, config)
     processor.start()
-    processor.wait_ready(180)
+    view = View(brokers, graph.table_topic, codecs.Int(), config).start()
 
-    def done() -> int:
+    def offsets() -> int:
         return sum(p.offsets.get(topic, 0) for p in processor.status().partitions)
 
-    start_count, started = done(), time.perf_counter()
-    with tqdm(
-        total=n, initial=start_count, desc=f"{actors} actor(s)", unit="msg", unit_scale=True
-    ) as bar:
-        while (count := done()) < n:
-            bar.update(count - bar.n)
-            time.sleep(0.2)
-        bar.update(count - bar.n)
+    with tqdm(total=n, desc=f"goka-ray, {actors} actor(s)", unit="msg", unit_scale=True) as bar:
+        while (done := offsets()) < n:
+            bar.update(done - bar.n)
+            time.sleep(0.1)
+        bar.update(done - bar.n)
+    processed = time.perf_counter() - started
+    users = list(truth)
+    while True:
+        seen = view.get_many(users)
+        if seen == truth:
+            break
+        time.sleep(0.05)
     elapsed = time.perf_counter() - started
+    view.stop()
     processor.stop()
-    return (n - start_count) / elapsed
-
-
-def percentiles(samples: list[float]) -> tuple[float, float]:
-    samples = sorted(samples)
-    return statistics.median(samples), samples[int(len(samples) * 0.99) - 1]
-
-
-@ray.remote
-def gets_in_task(view: View, keys: list[str]) -> list[float]:
-    out = []
-    for k in keys:
-        t = time.perf_counter()
-        view.get(k)
-        out.append(time.perf_counter() - t)
-    return out
+    return elapsed, processed
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--messages", type=int, default=200_000)
+    ap.add_argument("--messages", type=int, default=1_000_000)
     ap.add_argument("--keys", type=int, default=10_000)
-    ap.add_argument("--gets", type=int, default=1_000)
+    ap.add_argument("--actors", type=int, nargs="+", default=[1, 2, 4])
+    ap.add_argument("--quix-python", default=QUIX_PYTHON, help="python of Quix Streams' venv")
+    ap.add_argument("--no-quix", action="store_true", help="leave Quix Streams out")
     args = ap.parse_args()
-    ray.init(num_cpus=2, include_dashboard=False, namespace="goka-ray-bench", log_to_driver=False)
-    with LocalKafka() as kafka, tempfile.TemporaryDirectory() as tmp:
+    if not args.no_quix and not Path(args.quix_python).exists():
+        raise SystemExit(
+            f"{args.quix_python} not found: `make bench` creates Quix Streams' venv there "
+            f"(or pass --quix-python, or --no-quix)"
+        )
+    n = args.messages
+    with (
+        LocalKafka() as kafka,
+        tempfile.TemporaryDirectory(prefix="bench-tp-") as tmp,
+        local_ray(NAMESPACE),
+    ):
         brokers = kafka.bootstrap_servers
-        topic = "bench-ray-clicks"
-        with TopicManager(brokers) as topics:
-            topics.ensure_stream(topic, PARTITIONS)
-        fill(brokers, topic, args.messages, args.keys, b"x" * 100, "fill input")
-        raw = raw_loop(brokers, topic, PARTITIONS, args.messages)
-        print(f"raw confluent-kafka loop     : {raw:>10,.0f} msgs/s")
-        for actors in (1, 2, 4):
-            rate = through_actors(brokers, topic, args.messages, actors, tmp)
+        topic = "bench-clicks"
+        create_clicks_topic(brokers, topic)
+        fill(brokers, topic, n, args.keys, b"x" * 100, "fill clicks")
+
+        print("raw confluent-kafka loop ...", flush=True)
+        raw_seconds, counts = raw_count(brokers, topic, n)
+        truth = {k.decode(): v for k, v in counts.items()}
+        rates = {"raw confluent-kafka loop": n / raw_seconds}
+        if not args.no_quix:
+            print("Quix Streams ...", flush=True)
+            quix = quix_count(args.quix_python, brokers, topic, n, f"{tmp}/quix")
+            rates["Quix Streams"] = n / quix["seconds"]
             print(
-                f"{actors} partition actor(s) on 4 : {rate:>10,.0f} msgs/s   ratio {rate / raw:.2f}"
+                f"  Quix Streams: first message after {quix['first_message']:.1f} s "
+                f"(consumer group join), all counted in {quix['seconds']:.1f} s"
+            )
+        for actors in args.actors:
+            seconds, processed = goka_count(brokers, topic, truth, actors, tmp)
+            rates[f"goka-ray, {actors} actor(s)"] = n / seconds
+            print(
+                f"  goka-ray, {actors} actor(s): every offset processed after {processed:.1f} s, "
+                f"every count seen through the View after {seconds:.1f} s"
             )
 
-        graph = click_counter("bench-view", topic)
-        processor = Processor(
-            brokers,
-            graph,
-            {
-                "storage_dir": tmp,
-                "namespace": "goka-ray-bench",
-                "groups": {"bench-view": {"num_cpus": 0.1}},
-            },
-        )
-        processor.start()
-        processor.wait_ready(180)
-        view = View(brokers, graph.table_topic, codecs.Int(), {"namespace": "goka-ray-bench"})
-        view.start().wait_ready(180)
-        keys = [f"key-{i % args.keys}" for i in range(args.gets)]
-        driver = []
-        for k in keys:
-            t = time.perf_counter()
-            view.get(k)
-            driver.append(time.perf_counter() - t)
-        task = ray.get(gets_in_task.remote(view, keys))
-        for where, samples in (("driver", driver), ("Ray task", task)):
-            med, p99 = percentiles(samples)
-            print(f"View.get() from {where:<8}: median {med * 1e3:.2f} ms, p99 {p99 * 1e3:.2f} ms")
-        view.stop()
-        processor.stop()
-    ray.shutdown()
+    raw = rates["raw confluent-kafka loop"]
+    quix_rate = rates.get("Quix Streams")
+    print(
+        f"\n{n:,} clicks, {args.keys:,} users, {PARTITIONS} partitions; wall time until every count is there\n"
+    )
+    for name, rate in rates.items():
+        line = f"{name:<26} {rate:>10,.0f} msgs/s"
+        if name.startswith("goka-ray"):
+            line += f"   {rate / raw:.2f} of raw"
+            if quix_rate:
+                line += f", {rate / quix_rate:.2f}x Quix Streams"
+        print(line)
+    print(
+        f"\ndefault config ({PARTITIONS} actors, one per partition): targets >= 0.75 of raw and "
+        f">= 3.5x Quix Streams"
+    )
 
 
 if __name__ == "__main__":

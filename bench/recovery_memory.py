@@ -28,7 +28,7 @@ from typing import Any
 
 from tqdm import tqdm
 
-from bench.throughput import fill
+from bench.harness import fill
 from goka_ray import Context, GroupGraph, Input, Persist, codecs, define_group
 from goka_ray.kafka.runner import PartitionRunner
 from goka_ray.kafka.topics import TopicManager

@@ -13,7 +13,6 @@ Prints msgs/s and the ratio runner/raw.
 from __future__ import annotations
 
 import argparse
-import random
 import tempfile
 import threading
 import time
@@ -22,8 +21,9 @@ from collections import Counter
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from tqdm import tqdm
 
+from bench.harness import fill
 from goka_ray import Context, Input, Persist, codecs, define_group
-from goka_ray.kafka.clients import make_consumer, make_producer
+from goka_ray.kafka.clients import make_consumer
 from goka_ray.kafka.runner import PartitionRunner, RunnerState
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.tools.local import LocalKafka
@@ -31,21 +31,6 @@ from goka_ray.tools.local import LocalKafka
 
 def count(ctx: Context, msg: bytes) -> None:
     ctx.set_value((ctx.value() or 0) + 1)
-
-
-def fill(brokers: str, topic: str, n: int, keys: int, value: bytes, desc: str) -> None:
-    producer = make_producer(brokers, config={"linger.ms": 50, "batch.num.messages": 10000})
-    rng = random.Random(1)
-    names = [f"key-{i}".encode() for i in range(keys)]
-    for i in tqdm(range(n), desc=desc, unit="msg", unit_scale=True, mininterval=1):
-        key = names[i % keys] if keys >= n else names[rng.randrange(keys)]
-        while True:
-            try:
-                producer.produce(topic, key=key, value=value)
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(120)
 
 
 def raw_loop(brokers: str, topic: str, partitions: int, n: int) -> float:
