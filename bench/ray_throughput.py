@@ -34,7 +34,7 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 from tqdm import tqdm
 
-from bench.harness import fill, local_ray
+from bench.harness import CpuMeter, fill, local_ray
 from goka_ray import Processor, View, codecs
 from goka_ray.examples import click_counter
 from goka_ray.kafka.clients import make_consumer
@@ -146,41 +146,56 @@ def main() -> None:
         create_clicks_topic(brokers, topic)
         fill(brokers, topic, n, args.keys, b"x" * 100, "fill clicks")
 
+        rates: dict[str, float] = {}
+        busy: dict[str, float] = {}
+
+        def measured(name: str, seconds: float, meter: CpuMeter) -> None:
+            rates[name] = n / seconds
+            busy[name] = meter.stop()["machine"]
+
         print("raw confluent-kafka loop ...", flush=True)
+        meter = CpuMeter({})
         raw_seconds, counts = raw_count(brokers, topic, n)
+        measured("raw loop, first", raw_seconds, meter)
         truth = {k.decode(): v for k, v in counts.items()}
-        rates = {"raw confluent-kafka loop": n / raw_seconds}
         if not args.no_quix:
             print("Quix Streams ...", flush=True)
+            meter = CpuMeter({})
             quix = quix_count(args.quix_python, brokers, topic, n, f"{tmp}/quix")
-            rates["Quix Streams"] = n / quix["seconds"]
+            measured("Quix Streams", quix["seconds"], meter)
             print(
                 f"  Quix Streams: first message after {quix['first_message']:.1f} s "
                 f"(consumer group join), all counted in {quix['seconds']:.1f} s"
             )
         for actors in args.actors:
+            meter = CpuMeter({})
             seconds, processed = goka_count(brokers, topic, truth, actors, tmp)
-            rates[f"goka-ray, {actors} actor(s)"] = n / seconds
+            measured(f"goka-ray, {actors} actor(s)", seconds, meter)
             print(
                 f"  goka-ray, {actors} actor(s): every offset processed after {processed:.1f} s, "
                 f"every count seen through the View after {seconds:.1f} s"
             )
+        print("raw confluent-kafka loop again ...", flush=True)
+        meter = CpuMeter({})
+        measured("raw loop, last", raw_count(brokers, topic, n)[0], meter)
 
-    raw = rates["raw confluent-kafka loop"]
+    # the raw loop ran first and last: their mean is the baseline, their gap the drift in load
+    raw = (rates["raw loop, first"] + rates["raw loop, last"]) / 2
     quix_rate = rates.get("Quix Streams")
     print(
-        f"\n{n:,} clicks, {args.keys:,} users, {PARTITIONS} partitions; wall time until every count is there\n"
+        f"\n{n:,} clicks, {args.keys:,} users, {PARTITIONS} partitions; wall time until every "
+        f"count is there (machine: share of both cores busy, all processes, during the run)\n"
     )
     for name, rate in rates.items():
-        line = f"{name:<26} {rate:>10,.0f} msgs/s"
+        line = f"{name:<26} {rate:>10,.0f} msgs/s   machine {busy[name]:>4.0%}"
         if name.startswith("goka-ray"):
             line += f"   {rate / raw:.2f} of raw"
             if quix_rate:
                 line += f", {rate / quix_rate:.2f}x Quix Streams"
         print(line)
     print(
-        f"\ndefault config ({PARTITIONS} actors, one per partition): targets >= 0.75 of raw and "
-        f">= 3.5x Quix Streams"
+        f"\nbaseline: raw loop {raw:,.0f} msgs/s (mean of first and last). Default config = "
+        f"{PARTITIONS} actors, one per partition; targets >= 0.75 of raw and >= 3.5x Quix Streams"
     )
 
 
