@@ -310,12 +310,12 @@ def report(results: list[Result], target: float) -> None:
     print()
     print(
         f"{'fetch settings':<26} {'forwarder':<9} {'p50 ms':>8} {'p99 ms':>8} {'max ms':>8} "
-        f"{'received':>15} {'broker CPU':>10} {'fwd CPU':>8} {'machine':>8}"
+        f"{'received':>15} {'dup':>4} {'broker CPU':>10} {'fwd CPU':>8} {'machine':>8}"
     )
     for r in results:
         print(
             f"{r.fetch:<26} {r.forwarder:<9} {r.p50 * 1e3:>8.1f} {r.p99 * 1e3:>8.1f} "
-            f"{r.max * 1e3:>8.1f} {f'{r.received:,}/{r.sent:,}':>15} "
+            f"{r.max * 1e3:>8.1f} {f'{r.received:,}/{r.sent:,}':>15} {r.duplicates:>4} "
             f"{r.cpu['broker']:>10.0%} {r.cpu['forwarder']:>8.0%} {r.cpu['machine']:>8.0%}"
         )
     print()
