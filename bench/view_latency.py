@@ -13,7 +13,8 @@ the same run on the same keys and values: the cheapest read of that design.
            dict in a Ray actor      one actor call that looks keys up in a dict + decode
   modes    actor-served View        View(...) today: one call per view actor holding the keys
 
-A new view mode is one entry in ``MODES``: a name, how to open it, and its floor.
+A new view mode is one entry in ``MODES``: a name, how to open it, its floor and its target
+(the in-process view of issue 14: floor "LevelDB in this process", get p50 <= 50 us).
 """
 
 from __future__ import annotations
@@ -127,6 +128,8 @@ class Mode:
     name: str
     open: Callable[[Table], Reader]
     floor: str  # a key of FLOORS
+    #: the get p50 (seconds) the mode is meant to reach, if it has such a target
+    target_get_p50: float | None = None
 
 
 MODES = [
@@ -229,6 +232,9 @@ def main() -> None:
             f"p99 {f.get.p99 / base.get.p99:.2f}x; get_many p50 {f.many.p50 / base.many.p50:.2f}x, "
             f"p99 {f.many.p99 / base.many.p99:.2f}x"
         )
+        if mode.target_get_p50 is not None:
+            met = "met" if f.get.p50 <= mode.target_get_p50 else "NOT met"
+            print(f"  target get p50 <= {us(mode.target_get_p50)}: {us(f.get.p50)}, {met}")
 
 
 if __name__ == "__main__":
