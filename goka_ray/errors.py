@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Iterable
 from typing import Any
 
 
@@ -79,3 +81,12 @@ class ProcessingError(GokaRayError):
 
 class FencedError(GokaRayError):
     """This owner of a partition was replaced; it must stop without writing anything more."""
+
+
+def did_you_mean(name: str, known: Iterable[str]) -> str:
+    """`` Did you mean 'x'?`` naming the closest of ``known`` (difflib), else ``""``.
+
+    For error messages about a misspelled name (a group, a topic, a setting).
+    """
+    close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
+    return f" Did you mean {close[0]!r}?" if close else ""

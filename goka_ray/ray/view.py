@@ -37,6 +37,7 @@ from goka_ray.core.graph import _check_update
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.tables import UpdateCallback
 from goka_ray.errors import GokaRayError, TopicError
+from goka_ray.ray import remote
 
 __all__ = ["View", "ViewObserver"]
 
@@ -125,9 +126,8 @@ class View:
 
     def status(self) -> list[ViewStatus]:
         """The status of every view actor (state, keys, offsets, lag, last connection error)."""
-        import ray
 
-        return list(ray.get([a.status.remote() for a in self._require()], timeout=30))
+        return list(remote.get([a.status.remote() for a in self._require()], timeout=30))
 
     def _actor_states(self, timeout: float = 5.0) -> list[str]:
         """Each actor's state; ``connecting`` if it does not answer (restarting) within
@@ -204,7 +204,6 @@ class View:
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of many keys with one call per view actor (None where absent)."""
-        import ray
 
         actors = self._require()
         keys = list(keys)
@@ -220,7 +219,7 @@ class View:
         refs = {i: actors[i].get.remote(pk) for i, pk in by_actor.items()}
         out: dict[str, Any] = {}
         for i, ref in refs.items():
-            for key, raw in zip(order[i], ray.get(ref, timeout=60), strict=True):
+            for key, raw in zip(order[i], remote.get(ref, timeout=60), strict=True):
                 out[key] = None if raw is None else self.codec.decode(raw)
         return out
 
@@ -246,7 +245,6 @@ class View:
         large the table. Not a snapshot: a key written during the iteration may or may not be
         seen, but each key comes at most once and in order.
         """
-        import ray
 
         if page_size < 1:
             raise GokaRayError(f"iterator(page_size={page_size}): the page size must be >= 1")
@@ -256,7 +254,7 @@ class View:
         if lo is not None and hi is not None and lo >= hi:
             return
         first = [a.page.remote(lo, hi, page_size, PAGE_BYTES) for a in actors]
-        runs = [_pages(ray, a, ref, hi, page_size) for a, ref in zip(actors, first, strict=True)]
+        runs = [_pages(a, ref, hi, page_size) for a, ref in zip(actors, first, strict=True)]
         for kb, raw in heapq.merge(*runs, key=itemgetter(0)):
             yield kb.decode(), self.codec.decode(raw)
 
@@ -266,9 +264,8 @@ class View:
 
     def __len__(self) -> int:
         """The number of keys in the table (one call per view actor)."""
-        import ray
 
-        return sum(ray.get([a.count.remote() for a in self._require()], timeout=60))
+        return sum(remote.get([a.count.remote() for a in self._require()], timeout=60))
 
     def stop(self) -> None:
         """Remove the view actors (for every process attached to them)."""
@@ -297,12 +294,10 @@ class View:
         )
 
 
-def _pages(
-    ray: Any, actor: Any, ref: Any, end: bytes | None, limit: int
-) -> Iterator[tuple[bytes, bytes]]:
+def _pages(actor: Any, ref: Any, end: bytes | None, limit: int) -> Iterator[tuple[bytes, bytes]]:
     """The pairs of one view actor, page by page; the next page is requested ahead."""
     while True:
-        pairs, more = ray.get(ref, timeout=120)
+        pairs, more = remote.get(ref, timeout=120)
         if more:
             # the least key after the last one: continue right behind it
             ref = actor.page.remote(pairs[-1][0] + b"\x00", end, limit, PAGE_BYTES)
