@@ -15,6 +15,8 @@ their path and what is allowed.
         max_restarts: 10                    # replacements of crashed actors, then fail
         batch_size: 5000
         initial_offset: earliest            # earliest | latest, for a new group
+        create_topics: false                # create missing input topics at start
+        partitions: null                    # partition count of topics the group creates
         standby_replicas: 0                 # passive, changelog-following copies per partition
         recover_ahead: false                # recover all tables before any partition processes
         processing_guarantee: at_least_once # at_least_once | exactly_once (Kafka transactions)
@@ -54,6 +56,12 @@ class GroupConfig:
     max_restarts: int = 10
     batch_size: int = 5000
     initial_offset: Literal["earliest", "latest"] = "earliest"
+    #: create missing input topics (streams) at start, with the partition count of the
+    #: group's existing topics, else ``partitions``; off by default, so that a misspelled
+    #: topic name fails the start instead of creating an empty topic
+    create_topics: bool = False
+    #: partition count of the topics the group creates when none of its topics exists yet
+    partitions: int | None = None
     #: passive copies per partition, on other nodes where the cluster has them; a standby
     #: follows the changelog and takes over a dead owner's partition after only the tail
     standby_replicas: int = 0
@@ -74,6 +82,8 @@ class GroupConfig:
         if self.num_cpus < 0:
             raise ConfigError(f"num_cpus={self.num_cpus}: use a number >= 0")
         _positive(self.batch_size, "batch_size")
+        if self.partitions is not None:
+            _positive(self.partitions, "partitions")
         if not isinstance(self.standby_replicas, int) or self.standby_replicas < 0:
             raise ConfigError(
                 f"standby_replicas={self.standby_replicas!r}: use a whole number >= 0"

@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import KafkaException, TopicCollection
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from goka_ray.core.graph import GroupGraph
-from goka_ray.errors import TopicError
+from goka_ray.errors import TopicError, did_you_mean
 from goka_ray.kafka.clients import broker_unreachable, client_config
 
-__all__ = ["TopicManager", "check_brokers"]
+__all__ = ["GroupTopic", "TopicDescription", "TopicManager", "check_brokers", "copartitioning"]
 
 logger = logging.getLogger(__name__)
 
@@ -75,6 +76,112 @@ class TopicManager:
             if text and text.strip("A=") and text != "00000000-0000-0000-0000-000000000000":
                 ids[name] = text  # an all-zero id means "no id"
         return ids
+
+    def list_topics(self, *, internal: bool = False) -> dict[str, int]:
+        """Every topic and its partition count, by name; the broker's internal topics
+        (``__consumer_offsets``...) only with ``internal=True``."""
+        topics = self._metadata().topics
+        return {
+            name: len(meta.partitions)
+            for name, meta in sorted(topics.items())
+            if meta.error is None and (internal or not name.startswith("__"))
+        }
+
+    def describe(self, topic: str) -> TopicDescription:
+        """Partitions, replicas, leaders and the settings the broker reports for ``topic``.
+
+        TopicError if it does not exist (naming a close match). Some brokers report only
+        the settings that were set on the topic; a missing one means the broker's default.
+        """
+        meta = self._metadata().topics.get(topic)
+        if meta is None or meta.error is not None or not meta.partitions:
+            known = self.list_topics(internal=True)
+            raise TopicError(
+                f"no topic {topic!r} at {self.brokers}.{did_you_mean(topic, known)} "
+                "`goka-ray topics list` shows every topic."
+            )
+        parts = meta.partitions
+        return TopicDescription(
+            name=topic,
+            partitions=len(parts),
+            replication_factor=min(len(p.replicas) for p in parts.values()),
+            leaders={p: parts[p].leader for p in sorted(parts)},
+            in_sync={p: len(parts[p].isrs) for p in sorted(parts)},
+            config=self._settings(topic),
+        )
+
+    def _settings(self, topic: str) -> dict[str, str]:
+        """DescribeConfigs of one topic: the settings that are not the broker's defaults."""
+        from confluent_kafka.admin import ConfigResource, ResourceType
+
+        resource = ConfigResource(ResourceType.TOPIC, topic)
+        try:
+            future = self._admin.describe_configs([resource], request_timeout=self.timeout)
+            entries = future[resource].result(timeout=self.timeout + 5)
+        except Exception as exc:
+            logger.debug("cannot describe the settings of %s: %s", topic, exc)
+            return {}
+        return {
+            name: str(entry.value)
+            for name, entry in sorted(entries.items())
+            if entry.value is not None and not entry.is_default
+        }
+
+    def create(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
+        """Create ``topic``; TopicError if it exists already or the broker refuses."""
+        existing = self.partitions(topic)
+        if existing is not None:
+            raise TopicError(f"topic {topic!r} exists already ({existing} partitions)")
+        self._ensure(topic, partitions, dict(config or {}))
+
+    def group_topics(self, graph: GroupGraph) -> list[GroupTopic]:
+        """Every topic ``graph`` reads or writes, with its role and partition count (None:
+        missing). Co-partitioned ones (inputs, loop, table, joins) come first."""
+        roles: list[tuple[str, str, bool]] = [(i.topic, "input", True) for i in graph.inputs]
+        if graph.loop is not None:
+            roles.append((graph.loop_topic, "loop", True))
+        if graph.persist is not None:
+            roles.append((graph.table_topic, "table", True))
+        roles += [(j.table, "join", True) for j in graph.joins]
+        roles += [(lk.table, "lookup", False) for lk in graph.lookups]
+        roles += [(o.topic, "output", False) for o in graph.outputs]
+        if graph.uses_dead_letter():
+            roles.append((graph.dead_letter_topic, "dead letters", False))
+        counts = self.list_topics(internal=True)
+        seen: set[str] = set()
+        out = []
+        for topic, role, copartitioned in roles:
+            if topic not in seen:
+                seen.add(topic)
+                out.append(GroupTopic(topic, role, copartitioned, counts.get(topic)))
+        return out
+
+    def ensure_inputs(self, graph: GroupGraph, partitions: int | None = None) -> list[str]:
+        """Create ``graph``'s missing input streams (``create_topics: true``); returns them.
+
+        They get the partition count of the group's existing co-partitioned topics, else
+        ``partitions``; TopicError when neither is known or the existing ones disagree.
+        """
+        topics = self.group_topics(graph)
+        missing = [t.topic for t in topics if t.role == "input" and t.partitions is None]
+        if not missing:
+            return []
+        counts = {t.partitions for t in topics if t.copartitioned and t.partitions is not None}
+        if len(counts) > 1:
+            self.check_copartitioned(graph)  # raises, naming every count
+        count = counts.pop() if counts else partitions
+        if count is None:
+            raise TopicError(
+                f"group {graph.group!r}: cannot create its input topic(s) {missing}: none of "
+                f"its co-partitioned topics exists yet to take the partition count from; set "
+                f"groups.{graph.group}.partitions (e.g. 8)"
+            )
+        for topic in missing:
+            self.ensure_stream(topic, count)
+            logger.info(
+                "group %s: created input topic %s (%d partitions)", graph.group, topic, count
+            )
+        return missing
 
     def partitions(self, topic: str) -> int | None:
         """The partition count of ``topic``, or None if it does not exist."""
@@ -148,8 +255,9 @@ class TopicManager:
         if missing:
             raise TopicError(
                 f"group {graph.group!r}: missing topic(s) {missing} at {self.brokers}; create "
-                f"them first (e.g. TopicManager(brokers).ensure_stream(topic, partitions), or "
-                f"kafka-topics.sh --create)"
+                f"them first: `goka-ray topics create {' '.join(missing)} --partitions N "
+                f"--brokers {self.brokers}`, goka_ray.TopicManager(brokers).ensure_stream(topic, "
+                f"partitions), or set create_topics: true in the group's config (for inputs)"
             )
         partitions = self.check_copartitioned(graph)
         if graph.persist is not None:
@@ -165,3 +273,71 @@ def check_brokers(brokers: str, timeout: float = 10.0) -> None:
     """Raise BrokerError (within about ``timeout``) if no broker answers."""
     with TopicManager(brokers, timeout=timeout) as topics:
         topics.partitions("__goka_ray_probe__")
+
+
+@dataclass(frozen=True)
+class TopicDescription:
+    """A topic as the broker describes it (``TopicManager.describe``)."""
+
+    name: str
+    partitions: int
+    replication_factor: int
+    #: partition -> id of the broker that leads it (-1: no leader)
+    leaders: dict[int, int]
+    #: partition -> number of in-sync replicas
+    in_sync: dict[int, int]
+    #: the settings that differ from the broker's defaults (as far as the broker reports)
+    config: dict[str, str]
+
+    @property
+    def cleanup_policy(self) -> str:
+        """``delete`` (Kafka's default), ``compact`` or ``compact,delete``."""
+        return self.config.get("cleanup.policy", "delete")
+
+    @property
+    def compacted(self) -> bool:
+        return "compact" in self.cleanup_policy
+
+
+@dataclass(frozen=True)
+class GroupTopic:
+    """A topic a group reads or writes (``TopicManager.group_topics``)."""
+
+    topic: str
+    #: input | loop | table | join | lookup | output | dead letters
+    role: str
+    #: must have the group's partition count (inputs, loop, table, joins)
+    copartitioned: bool
+    #: None if the topic does not exist
+    partitions: int | None
+
+
+def copartitioning(group: str, topics: list[GroupTopic]) -> tuple[int | None, list[str]]:
+    """The group's partition count (None if none of its co-partitioned topics exists) and
+    what is wrong: required topics that are missing, co-partitioned ones that disagree.
+
+    The group creates its own table, loop and dead-letter topics; inputs and joined tables
+    must exist (or ``create_topics: true`` creates the inputs).
+    """
+    problems = []
+    counts: dict[int, list[str]] = {}
+    for t in topics:
+        if t.partitions is not None and t.copartitioned:
+            counts.setdefault(t.partitions, []).append(t.topic)
+        if t.partitions is None and t.role in ("input", "join", "lookup"):
+            problems.append(
+                f"{t.role} topic {t.topic!r} does not exist"
+                + (
+                    " (create it, or set create_topics: true)"
+                    if t.role == "input"
+                    else " (start the group that owns it first)"
+                )
+            )
+    if len(counts) > 1:
+        listing = "; ".join(f"{n} partitions: {', '.join(ts)}" for n, ts in sorted(counts.items()))
+        problems.append(
+            f"group {group!r}: its inputs, loop, table and joined tables must all have the same "
+            f"partition count (co-partitioning), but {listing}"
+        )
+    count = next(iter(counts)) if len(counts) == 1 else None
+    return count, problems

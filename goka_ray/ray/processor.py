@@ -12,6 +12,7 @@ from goka_ray.control.status import Assignment, GroupStatus
 from goka_ray.core.config import Config
 from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import GokaRayError
+from goka_ray.ray import remote
 from goka_ray.ray.cluster import ensure_ray
 
 if TYPE_CHECKING:
@@ -59,13 +60,12 @@ class Processor:
         Status, scale, wait and stop work on it; it needs neither the graph nor the brokers.
         Raises NoClusterError or UnknownGroupError (listing the running groups).
         """
-        import ray
 
         from goka_ray.ray.cluster import connect, coordinator
 
         connect(namespace, address)
         handle = coordinator(group, namespace)
-        info = ray.get(handle.describe.remote(), timeout=30)
+        info = remote.get(handle.describe.remote(), timeout=30)
         self = cls.__new__(cls)
         self.config = info.config
         self.brokers = info.brokers
@@ -77,12 +77,11 @@ class Processor:
 
     def view(self) -> View:
         """A View of this group's table (started, or attached to running view actors)."""
-        import ray
 
         from goka_ray.core.partitioner import partitioner_named
         from goka_ray.ray.view import View
 
-        info = ray.get(self._handle().describe.remote(), timeout=30)
+        info = remote.get(self._handle().describe.remote(), timeout=30)
         if info.table is None:
             raise GokaRayError(f"group {self.group!r} has no table (no Persist edge) to view")
         partitioner = partitioner_named(self.config.group(self.group).partitioner)
@@ -97,16 +96,26 @@ class Processor:
         return self._coordinator
 
     def start(self, timeout: float = 120.0) -> None:
-        """Create (or attach to) the group's coordinator; returns once actors are placed."""
+        """Create (or attach to) the group's coordinator; returns once actors are placed.
+
+        With ``create_topics: true`` in the group's config, missing input topics are created
+        first (``TopicManager.ensure_inputs``). Raises what the coordinator raised: TopicError
+        (missing or not co-partitioned topics), BrokerError, ConfigError.
+        """
         import ray
 
         from goka_ray.actors.coordinator import GroupCoordinator, GroupSpec
         from goka_ray.control.names import coordinator_name
+        from goka_ray.kafka.topics import TopicManager
 
         if self.graph is None:
             raise GokaRayError(
                 f"processor {self.group!r} was attached, not defined here; it runs already"
             )
+        cfg = self.config.group(self.group)
+        if cfg.create_topics:
+            with TopicManager(self.brokers) as topics:
+                topics.ensure_inputs(self.graph, cfg.partitions)
         ensure_ray(self.config.namespace)
         spec = GroupSpec(self.brokers, self.graph, self.config, on_rebalance=self.on_rebalance)
         self._coordinator = (
@@ -124,17 +133,16 @@ class Processor:
             .remote(spec)
         )
         try:
-            partitions = ray.get(self._coordinator.start.remote(), timeout=timeout)
-        except ray.exceptions.RayTaskError as exc:
+            partitions = remote.get(self._coordinator.start.remote(), timeout=timeout)
+        except GokaRayError:
             self._kill_coordinator()
-            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+            raise
         logger.info("group %s started on %d partitions", self.group, partitions)
 
     def status(self) -> GroupStatus:
         """State of every partition: state, node, actor, pid, offsets, lag, keys, restarts."""
-        import ray
 
-        status: GroupStatus = ray.get(self._handle().status.remote(), timeout=30)
+        status: GroupStatus = remote.get(self._handle().status.remote(), timeout=30)
         return status
 
     def wait_ready(self, timeout: float = 120.0) -> GroupStatus:
@@ -156,9 +164,8 @@ class Processor:
     def scale(self, **changes: Any) -> bool:
         """Change the group's config live (``actors=4``, ``partitions_per_actor=2``,
         ``num_cpus=1``...): new owners recover first, then the old ones hand over."""
-        import ray
 
-        moved: bool = ray.get(self._handle().scale.remote(changes), timeout=60)
+        moved: bool = remote.get(self._handle().scale.remote(changes), timeout=60)
         if moved:
             self.config = self.config.with_group(self.group, **changes)
         return moved
@@ -200,33 +207,27 @@ class Processor:
         A stop or a move of a partition aborts its part of the visit with an error; keys it
         had visited stay visited (their changes are committed like any batch).
         """
-        import ray
 
-        try:
-            visited: int = ray.get(
-                self._handle().visit_all.remote(name, meta, timeout),
-                timeout=None if timeout is None else timeout + 60,
-            )
-        except ray.exceptions.RayTaskError as exc:
-            raise exc.as_instanceof_cause() from None  # type: ignore[no-untyped-call]
+        visited: int = remote.get(
+            self._handle().visit_all.remote(name, meta, timeout),
+            timeout=None if timeout is None else timeout + 60,
+        )
         return visited
 
     def _raise_failure(self) -> None:
-        import ray
 
-        error = ray.get(self._handle().failure.remote(), timeout=30)
+        error = remote.get(self._handle().failure.remote(), timeout=30)
         if isinstance(error, BaseException):
             raise error
         raise GokaRayError(f"group {self.group} failed")
 
     def stop(self) -> None:
         """Stop the group: partition actors commit and close, then every actor is removed."""
-        import ray
 
         if self._coordinator is None:
             return
         try:
-            ray.get(self._coordinator.stop.remote(), timeout=120)
+            remote.get(self._coordinator.stop.remote(), timeout=120)
         finally:
             self._kill_coordinator()
 
