@@ -11,6 +11,7 @@ import argparse
 import logging
 import random
 import tempfile
+import threading
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -94,13 +95,23 @@ def run_demo(
                 f"[bold]3.[/] group [cyan]{GROUP}[/] runs {partitions} partitions "
                 f"on {actors} partition actors"
             )
+            # both bars start now and run side by side, so each shows its own rate
+            processed = _ProcessedBar(processor, clicks, progress)
             with Emitter(brokers, TOPIC, String()) as emitter:
-                for _ in tqdm(range(clicks), desc="emit clicks", unit="msg", disable=not progress):
+                emit_bar = tqdm(
+                    range(clicks),
+                    desc="emit clicks",
+                    unit="msg",
+                    disable=not progress,
+                    smoothing=0,
+                    position=0,
+                )
+                for _ in emit_bar:
                     user = f"user-{int(rng.paretovariate(1.2)) % users:03d}"
                     truth[user] += 1
                     emitter.emit(user, "click")
                 emitter.flush(60)
-            _wait_processed(processor, clicks, progress)
+            processed.wait(timeout=300)
             view = processor.view()
             view.wait_ready(60)
             counts = _wait_view(view, truth, timeout=60)
@@ -123,17 +134,48 @@ def run_demo(
     return DemoResult(clicks, len(truth), best, mismatches, time.monotonic() - started)
 
 
-def _wait_processed(processor: Processor, clicks: int, progress: bool) -> None:
-    with tqdm(total=clicks, desc="process", unit="msg", disable=not progress) as bar:
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            status = processor.status()
-            done = sum(p.processed for p in status.partitions)
-            bar.update(done - bar.n)
-            if done >= clicks:
-                return
-            time.sleep(0.2)
-    raise TimeoutError(f"the group processed fewer than {clicks} clicks within 300 s")
+class _ProcessedBar:
+    """A progress bar of the messages the group has processed, polled from its status in a
+    thread from the moment emitting starts: its rate is processed messages per second of
+    the whole run (``smoothing=0``), not of the last poll."""
+
+    def __init__(self, processor: Processor, total: int, progress: bool) -> None:
+        self.processor = processor
+        self.total = total
+        self.bar = tqdm(
+            total=total,
+            desc="process",
+            unit="msg",
+            disable=not progress,
+            smoothing=0,
+            position=1,
+        )
+        self._done = threading.Event()
+        self.error: BaseException | None = None
+        self._thread = threading.Thread(target=self._poll, daemon=True, name="demo-progress")
+        self._thread.start()
+
+    def _poll(self) -> None:
+        try:
+            while True:
+                status = self.processor.status()
+                done = min(self.total, sum(p.processed for p in status.partitions))
+                self.bar.update(done - self.bar.n)
+                if done >= self.total:
+                    return
+                time.sleep(0.2)
+        except BaseException as exc:
+            self.error = exc
+        finally:
+            self._done.set()
+
+    def wait(self, timeout: float) -> None:
+        finished = self._done.wait(timeout)
+        self.bar.close()
+        if self.error is not None:
+            raise self.error
+        if not finished:
+            raise TimeoutError(f"the group processed fewer than {self.total} clicks in {timeout}s")
 
 
 def _wait_view(view: View, truth: Counter[str], timeout: float) -> dict[str, int]:
@@ -152,10 +194,20 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--clicks", type=int, default=100_000, help="clicks to emit")
-    parser.add_argument("--users", type=int, default=100, help="distinct users")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the topic")
-    parser.add_argument("--actors", type=int, default=2, help="partition actors")
+    from goka_ray.tools.arguments import positive_int
+
+    parser.add_argument(
+        "--clicks", type=positive_int, default=100_000, help="clicks to emit (default 100000)"
+    )
+    parser.add_argument(
+        "--users", type=positive_int, default=100, help="distinct users (default 100)"
+    )
+    parser.add_argument(
+        "--partitions", type=positive_int, default=4, help="partitions of the topic (default 4)"
+    )
+    parser.add_argument(
+        "--actors", type=positive_int, default=2, help="partition actors (default 2)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 

@@ -106,6 +106,22 @@ class LocalKafka:
                 time.sleep(0.1)
         return False
 
+    def wait(self, timeout: float | None = None) -> int | None:
+        """Block until the broker process exits (or ``timeout`` seconds pass); its exit code,
+        None if it still runs or was never started."""
+        process = self._process
+        if process is None:
+            return None
+        try:
+            return process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    @property
+    def log_dir(self) -> Path:
+        """Where the broker's log files are written."""
+        return self._log_dir
+
     def stop(self) -> None:
         """Stop the broker process (only ours); idempotent."""
         process, self._process = self._process, None
