@@ -101,17 +101,20 @@ class TopicManager:
                 "`goka-ray topics list` shows every topic."
             )
         parts = meta.partitions
+        config, overrides = self._settings(topic)
         return TopicDescription(
             name=topic,
             partitions=len(parts),
             replication_factor=min(len(p.replicas) for p in parts.values()),
             leaders={p: parts[p].leader for p in sorted(parts)},
             in_sync={p: len(parts[p].isrs) for p in sorted(parts)},
-            config=self._settings(topic),
+            config=config,
+            overrides=overrides,
         )
 
-    def _settings(self, topic: str) -> dict[str, str]:
-        """DescribeConfigs of one topic: the settings that are not the broker's defaults."""
+    def _settings(self, topic: str) -> tuple[dict[str, str], set[str]]:
+        """DescribeConfigs of one topic: every setting reported, and the names of those the
+        broker says were set on the topic (not its defaults)."""
         from confluent_kafka.admin import ConfigResource, ResourceType
 
         resource = ConfigResource(ResourceType.TOPIC, topic)
@@ -120,12 +123,9 @@ class TopicManager:
             entries = future[resource].result(timeout=self.timeout + 5)
         except Exception as exc:
             logger.debug("cannot describe the settings of %s: %s", topic, exc)
-            return {}
-        return {
-            name: str(entry.value)
-            for name, entry in sorted(entries.items())
-            if entry.value is not None and not entry.is_default
-        }
+            return {}, set()
+        reported = {n: str(e.value) for n, e in sorted(entries.items()) if e.value is not None}
+        return reported, {n for n, e in entries.items() if n in reported and not e.is_default}
 
     def create(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
         """Create ``topic``; TopicError if it exists already or the broker refuses."""
@@ -286,8 +286,11 @@ class TopicDescription:
     leaders: dict[int, int]
     #: partition -> number of in-sync replicas
     in_sync: dict[int, int]
-    #: the settings that differ from the broker's defaults (as far as the broker reports)
+    #: the settings as the broker reports them (some brokers report only those set on the
+    #: topic; a missing one has the broker's default)
     config: dict[str, str]
+    #: the names of the settings the broker says were set on the topic, not defaults
+    overrides: set[str]
 
     @property
     def cleanup_policy(self) -> str:

@@ -36,6 +36,7 @@ __all__ = [
     "find_cluster",
     "list_groups",
     "list_views",
+    "start_local_ray",
 ]
 
 logger = logging.getLogger(__name__)
@@ -261,8 +262,19 @@ def ensure_ray(
         _probe(found)
         _init(found.address, namespace, logging_level)
         return found
+    return start_local_ray(namespace, num_cpus=num_cpus, logging_level=logging_level)
+
+
+def start_local_ray(
+    namespace: str, *, num_cpus: int | None = None, logging_level: int = logging.INFO
+) -> ClusterAddress:
+    """Start a Ray instance in this process (it ends with the process), without a dashboard;
+    Ray's notice that it enabled token authentication is not shown."""
+    import ray
+
     with _quiet_token_notice():
         ray.init(
+            address="local",
             num_cpus=num_cpus,
             namespace=namespace,
             include_dashboard=False,

@@ -23,6 +23,7 @@ from goka_ray.core.codecs import String
 from goka_ray.examples import click_counter
 from goka_ray.kafka.emitter import Emitter
 from goka_ray.kafka.topics import TopicManager
+from goka_ray.ray.cluster import start_local_ray
 from goka_ray.ray.processor import Processor
 from goka_ray.ray.view import View
 from goka_ray.tools.console import make_console, status_table, top_table
@@ -60,8 +61,10 @@ def run_demo(
     seed: int = 7,
     console: Console | None = None,
     progress: bool = True,
+    ray_logging_level: int = logging.ERROR,
 ) -> DemoResult:
-    """Run the whole demo; returns what it measured (the CLI prints it)."""
+    """Run the whole demo; returns what it measured (the CLI prints it). Ray's own logging
+    shows only errors unless ``ray_logging_level`` says otherwise."""
     import ray
 
     out = console or make_console()
@@ -71,13 +74,7 @@ def run_demo(
     with tempfile.TemporaryDirectory(prefix="goka-ray-demo-") as storage, LocalKafka() as kafka:
         brokers = kafka.bootstrap_servers
         out.print(f"[bold]1.[/] local Kafka-protocol broker on {brokers}")
-        ray.init(
-            address="local",
-            num_cpus=2,
-            namespace=NAMESPACE,
-            include_dashboard=False,
-            log_to_driver=False,
-        )
+        start_local_ray(NAMESPACE, num_cpus=2, logging_level=ray_logging_level)
         try:
             cpus = ray.cluster_resources().get("CPU", 0)  # type: ignore[no-untyped-call]
             out.print(f"[bold]2.[/] local Ray started ({cpus:g} CPUs)")
@@ -212,8 +209,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_from_args(args: argparse.Namespace) -> int:
-    logging.basicConfig(level=logging.WARNING)
+    verbose = getattr(args, "verbose", False)
+    logging.basicConfig(level=logging.INFO if verbose else logging.WARNING)
     result = run_demo(
+        ray_logging_level=logging.INFO if verbose else logging.ERROR,
         clicks=args.clicks,
         users=args.users,
         partitions=args.partitions,

@@ -103,12 +103,23 @@ def _cmd_create(args: argparse.Namespace, out: Console) -> int:
 
 
 def _cmd_describe(args: argparse.Namespace, out: Console) -> int:
+    described, missing = [], []
     with _manager(args) as topics:
-        described = [topics.describe(name) for name in args.names]
+        for name in args.names:
+            try:
+                described.append(topics.describe(name))
+            except TopicError as exc:
+                missing.append(str(exc))
+    if missing and not described:
+        raise TopicError(" ".join(missing))
     if args.json:
-        body = [dataclasses.asdict(d) | {"cleanup_policy": d.cleanup_policy} for d in described]
+        body = [
+            dataclasses.asdict(d)
+            | {"cleanup_policy": d.cleanup_policy, "overrides": sorted(d.overrides)}
+            for d in described
+        ]
         sys.stdout.write(json.dumps(body, indent=2) + "\n")
-        return 0
+        return 2 if missing else 0
     for d in described:
         out.print(
             f"[bold]{d.name}[/]: {d.partitions} partitions, replication factor "
@@ -116,13 +127,17 @@ def _cmd_describe(args: argparse.Namespace, out: Console) -> int:
             + (" (compacted)" if d.compacted else "")
             + f"  [dim]{_role(d.name)}[/]"
         )
-        if d.config:
-            shown = ", ".join(f"{k}={v}" for k, v in d.config.items())
-            out.print(f"  settings (not the broker's defaults): {shown}", markup=False)
+        shown = {k: v for k, v in d.config.items() if args.all_settings or k in d.overrides}
+        if shown:
+            listing = ", ".join(f"{k}={v}" for k, v in shown.items())
+            what = "reported" if args.all_settings else "set on the topic"
+            out.print(f"  settings {what}: {listing}", markup=False)
         else:
-            out.print("  settings: the broker's defaults (as far as the broker reports them)")
+            out.print("  no settings set on the topic (--all-settings lists what is reported)")
         leaders = ", ".join(f"{p}:{b}" for p, b in d.leaders.items())
         out.print(f"  leader per partition: {leaders}")
+    if missing:
+        raise TopicError(" ".join(missing))
     return 0
 
 
@@ -182,17 +197,45 @@ def _cmd_check(args: argparse.Namespace, out: Console) -> int:
     return 0
 
 
+_EXAMPLE_VALUE = {"int": "42", "float": "1.5", "json": '\'{"theme": "dark"}\''}
+
+
+def _cmd_emit(args: argparse.Namespace, out: Console) -> int:
+    from goka_ray.kafka.emitter import Emitter
+    from goka_ray.tools.group_commands import CODECS
+
+    codec = CODECS[args.codec]()
+    try:  # the value as text, read by the codec (json: a JSON document, int: a number...)
+        value = args.value if args.codec == "string" else codec.decode(args.value.encode())
+    except Exception:
+        expected = {"int": "a whole number", "float": "a number", "json": "a JSON document"}
+        raise ConfigError(
+            f"{args.value!r} is not a {args.codec} value: give {expected[args.codec]} "
+            f"(e.g. {_EXAMPLE_VALUE[args.codec]})"
+        ) from None
+    with _manager(args) as topics:
+        partitions = topics.describe(args.topic).partitions  # TopicError, with a suggestion
+    keys = [args.key.replace("{i}", str(i)) for i in range(args.count)]
+    with Emitter(topics.brokers, args.topic, codec) as emitter:
+        for key in keys:
+            emitter.emit(key, value)
+        emitter.flush(60)
+    out.print(
+        f"emitted {args.count:,} message(s) to {args.topic} ({partitions} partitions) at "
+        f"{topics.brokers}"
+    )
+    return 0
+
+
 def _cmd_broker(args: argparse.Namespace, out: Console) -> int:
     from goka_ray.tools.local import LocalKafka
 
     broker = LocalKafka(port=args.port or None)
     broker.start()
 
-    out.print(
-        f"local Kafka-protocol broker on {broker.bootstrap_servers}  (memory only: its topics "
-        "are gone when it stops; for development, not production)"
-    )
-    out.print(f"use it with: --brokers {broker.bootstrap_servers}   Ctrl-C stops it")
+    out.print(f"local Kafka-protocol broker on {broker.bootstrap_servers}")
+    out.print(f"use it with --brokers {broker.bootstrap_servers}; Ctrl-C stops it")
+    out.print("memory only: its topics are gone when it stops (for development, not production)")
     out.file.flush()
     try:
         code = broker.wait()
@@ -283,6 +326,11 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         common=common,
     )
     p.add_argument("names", nargs="+", metavar="TOPIC", help="topic names")
+    p.add_argument(
+        "--all-settings",
+        action="store_true",
+        help="list every setting the broker reports, defaults included",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
     _kafka_options(p)
     p.set_defaults(func=_cmd_describe)
@@ -301,6 +349,33 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON")
     _kafka_options(p)
     p.set_defaults(func=_cmd_check)
+
+    p = add_command(
+        sub,
+        "emit",
+        help="produce messages to a topic (keys partitioned as goka-ray does)",
+        description="Produce COUNT messages with KEY and VALUE to an existing topic, "
+        "partitioned by key with Kafka's murmur2 as every goka-ray emitter. A {i} in KEY is "
+        "replaced by the message's number (0, 1, ...). For trying a group; use Emitter in code.",
+        examples=[
+            "goka-ray emit user-clicks alice click --brokers 127.0.0.1:9092",
+            "goka-ray emit user-clicks 'user-{i}' click --count 1000 --brokers 127.0.0.1:9092",
+            'goka-ray emit settings alice \'{"theme": "dark"}\' --codec json',
+        ],
+        common=common,
+    )
+    p.add_argument("topic", help="the topic (it must exist)")
+    p.add_argument("key", help="the message key; {i} is replaced by the message number")
+    p.add_argument("value", help="the value, as text read by --codec")
+    p.add_argument(
+        "--codec",
+        choices=["string", "int", "float", "json"],
+        default="string",
+        help="how VALUE is encoded (default string)",
+    )
+    p.add_argument("--count", type=positive_int, default=1, help="messages to produce (default 1)")
+    _kafka_options(p)
+    p.set_defaults(func=_cmd_emit)
 
     p = add_command(
         sub,
