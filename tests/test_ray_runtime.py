@@ -240,3 +240,37 @@ def test_processor_failure_surfaces_in_wait_with_message_coordinates(
         assert processor.status().state == "failed"
     finally:
         processor.stop()
+
+
+def test_errors_raised_in_actors_reach_library_users_as_the_goka_ray_error(
+    kafka, unique, tmp_path, ray_local
+):
+    from goka_ray import ConfigError, TopicError
+
+    topic = f"{unique}-clicks"
+    graph = click_counter(f"{unique}-counter", topic)
+    settings = {"num_cpus": 0.1, "actors": 1}
+    config = {"storage_dir": str(tmp_path), "namespace": NAMESPACE}
+    missing = Processor(
+        kafka.bootstrap_servers, graph, {**config, "groups": {graph.group: settings}}
+    )
+    with pytest.raises(TopicError) as info:
+        missing.start()  # the coordinator actor finds the input topic missing
+    assert type(info.value) is TopicError  # not Ray's RayTaskError(TopicError)
+    assert str(info.value).startswith(f"group {graph.group!r}: missing topic(s) [{topic!r}]")
+
+    # create_topics: the missing input is created with the configured partition count
+    settings = {**settings, "create_topics": True, "partitions": 2}
+    p = Processor(kafka.bootstrap_servers, graph, {**config, "groups": {graph.group: settings}})
+    p.start()
+    try:
+        p.wait_ready(120)
+        with TopicManager(kafka.bootstrap_servers) as topics:
+            assert topics.partitions(topic) == 2
+        with pytest.raises(ConfigError) as info:
+            p.scale(actors=0)  # validated by the coordinator
+        assert type(info.value) is ConfigError
+        assert "actors=0: use a whole number >= 1" in str(info.value)
+        assert "ray::" not in str(info.value) and "\x1b[" not in str(info.value)
+    finally:
+        p.stop()
