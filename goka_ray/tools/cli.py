@@ -21,12 +21,10 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import signal
 import sys
 import traceback
 from collections.abc import Sequence
 from importlib.metadata import PackageNotFoundError, version
-from types import FrameType
 
 from rich.console import Console
 
@@ -138,10 +136,6 @@ def _report(command: str, exc: BaseException, verbose: bool) -> int:
     return code
 
 
-def _interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``goka-ray`` command."""
     parser = build_parser()
@@ -152,8 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.address:
         os.environ.pop("RAY_ADDRESS", None)  # --address wins; Ray itself prefers the variable
     _configure_logging(args.verbose)
-    # `kill` (SIGTERM) ends a foreground command (run --wait, monitor, broker) as Ctrl-C does
-    signal.signal(signal.SIGTERM, _interrupt)
+    group_commands.interrupt_on_sigterm()
     out = make_console()
     command = args.command + (f" {args.action}" if getattr(args, "action", None) else "")
     try:

@@ -12,8 +12,10 @@ import argparse
 import dataclasses
 import json
 import logging
+import signal
 import sys
 import time
+from types import FrameType
 from typing import Any
 
 from rich.console import Console
@@ -47,6 +49,17 @@ CODECS: dict[str, type[codecs.Codec]] = {
 }
 
 
+def interrupt_on_sigterm() -> None:
+    """``kill`` (SIGTERM) ends a foreground command as Ctrl-C does (run --wait stops its group,
+    monitor closes). Called again after connecting: Ray's core installs its own handler,
+    which only dumps a stack and exits."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
+
+
 def ray_logging_level(args: argparse.Namespace) -> int:
     """Ray's own logging: errors only, unless ``-v``."""
     return logging.INFO if args.verbose else logging.ERROR
@@ -58,6 +71,7 @@ def _connect(args: argparse.Namespace, out: Console, namespace: str, *, changes:
     from goka_ray.ray.cluster import connect
 
     found = connect(namespace, args.address, logging_level=ray_logging_level(args))
+    interrupt_on_sigterm()
     if changes:
         _announce(out, found, namespace)
     elif args.verbose:
@@ -93,12 +107,10 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
     check_brokers(brokers)
     local = find_cluster(args.address) is None
     if local:
-        out.print(
-            "no Ray cluster named (--address, RAY_ADDRESS, or one started with `ray start "
-            "--head` on this machine): starting a local Ray in this process; the group stops "
-            "when this command ends"
-        )
+        out.print("no Ray cluster named (--address, RAY_ADDRESS, or `ray start --head` here):")
+        out.print("starting a local Ray in this process; the group stops when this command ends")
         found = ensure_ray(config.namespace, logging_level=ray_logging_level(args))
+        interrupt_on_sigterm()
         _announce(out, found, config.namespace)
     else:
         _connect(args, out, config.namespace, changes=True)
