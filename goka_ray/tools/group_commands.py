@@ -80,7 +80,10 @@ def _connect(args: argparse.Namespace, out: Console, namespace: str, *, changes:
 
 
 def _announce(out: Console, found: Any, namespace: str) -> None:
-    out.print(f"Ray cluster {found.address} ({found.source}), namespace {namespace!r}")
+    out.print(
+        f"Ray cluster {found.address} ({found.source}), namespace {namespace!r}",
+        soft_wrap=True,  # one line, however narrow the terminal: easy to grep in a log
+    )
 
 
 def _attach(args: argparse.Namespace, group: str) -> Any:
@@ -203,7 +206,8 @@ def _cmd_status(args: argparse.Namespace, out: Console) -> int:
         if not processors and not args.json:
             out.print(
                 f"no processor group runs in Ray namespace {namespace!r} on the Ray cluster "
-                f"at {found.address}; start one with `goka-ray run MODULE:GRAPH`"
+                f"at {found.address}; start one with `goka-ray run MODULE:GRAPH`",
+                soft_wrap=True,
             )
     if args.watch and out.is_terminal and not args.json:
         try:
@@ -252,11 +256,15 @@ def _cmd_scale(args: argparse.Namespace, out: Console) -> int:
         )
     _connect(args, out, args.namespace or DEFAULT_NAMESPACE, changes=True)
     processor = _attach(args, args.group)
-    before = processor.config.group(args.group)
+    config = processor.config.group(args.group)
+    actors = len({p.actor_name for p in processor.status().partitions if p.actor_name})
+    before = {**dataclasses.asdict(config), "actors": actors}
     if not processor.scale(**changes):
         out.print(f"group {args.group} already runs like that; nothing moved")
         return 0
-    moves = ", ".join(f"{k} {getattr(before, k)} -> {v}" for k, v in changes.items())
+    moves = ", ".join(
+        f"{k} {before[k]} -> {v}" for k, v in changes.items() if v is not None or k != "actors"
+    )
     out.print(f"scaling {args.group}: {moves}")
     if args.no_wait:
         return 0
