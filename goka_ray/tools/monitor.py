@@ -311,7 +311,7 @@ _PAGE = """<!doctype html>
  td.l, th.l { text-align: left; }
  td.running { color: #197a2e; } td.failed, td.lost { color: #b00020; font-weight: 600; }
  td.recovering, td.recovered, td.starting { color: #a06000; }
- td.err { color: #b00020; text-align: left; white-space: normal; min-width: 14em;
+ td.err { color: #b00020; text-align: left; white-space: normal; min-width: 8em;
           max-width: 22em; }
  .note { color: #666; font-size: .88em; margin: .5em 0 0; }
  code { background: #f1f1f1; padding: 0 .3em; }
@@ -440,7 +440,10 @@ function renderGroup(g, status, hist) {
         {width: 90, height: 18, color, small: true, label: `partition ${p.partition}`}));
       row.appendChild(td);
     }
-    if (cols.length > 12) cell(row, p.error || "", "err");
+    if (cols.length > 12) {
+      const same = p.error && g.error && g.error.endsWith(p.error);
+      cell(row, same ? "the group's error, above" : (p.error || ""), "err");
+    }
   }
   if (g.state === "failed" || g.state === "stopped") {
     t.className = "stopped";
