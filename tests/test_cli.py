@@ -155,11 +155,6 @@ def test_version(tmp_path: Path) -> None:
             "argument --num-cpus: -1 is not allowed: use a number >= 0",
         ),
         (["scale", "g", "--partitions-per-actor", "0"], "argument --partitions-per-actor: 0 is"),
-        (["scale", "g", "--actors", "two"], "argument --actors: 'two' is not a whole number"),
-        (["status", "--watch", "0"], "argument --watch: 0 is not allowed: use a number > 0"),
-        (["monitor", "--port", "70000"], "argument --port: 70000 is not a port"),
-        (["topics", "create", "t", "--partitions", "0"], "argument --partitions: 0 is not allowed"),
-        (["demo", "--clicks", "-5"], "argument --clicks: -5 is not allowed"),
     ],
 )
 def test_the_cli_checks_its_arguments_before_connecting(
@@ -169,6 +164,27 @@ def test_the_cli_checks_its_arguments_before_connecting(
     assert proc.returncode == 2
     assert message in proc.stderr, proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["scale", "g", "--actors", "two"], "argument --actors: 'two' is not a whole number"),
+        (["status", "--watch", "0"], "argument --watch: 0 is not allowed: use a number > 0"),
+        (["run", "m:g", "--timeout", "-1"], "argument --timeout: -1 is not allowed"),
+        (["monitor", "--port", "70000"], "argument --port: 70000 is not a port"),
+        (["topics", "create", "t", "--partitions", "0"], "argument --partitions: 0 is not allowed"),
+        (["emit", "t", "k", "v", "--count", "0"], "argument --count: 0 is not allowed"),
+        (["demo", "--clicks", "-5"], "argument --clicks: -5 is not allowed"),
+    ],
+)
+def test_every_number_is_checked_by_the_parser(
+    args: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(args)
+    assert exit_.value.code == 2
+    assert message in capsys.readouterr().err
 
 
 def test_run_at_a_callback_or_a_broken_module_is_a_one_line_answer(

@@ -329,7 +329,7 @@ def test_errors_raised_in_the_cluster_reach_the_user_as_one_line(
     cluster: dict[str, str], kafka, unique: str, tmp_path: Path
 ) -> None:
     group, topic = f"{unique}-counter", f"{unique}-clicks"
-    (tmp_path / "cli_errors_app.py").write_text(POISONED.format(group=group, topic=topic))
+    (tmp_path / "cli_errors_app.py").write_text(APP.format(group=group, topic=topic))
     config = tmp_path / "goka.yaml"
     config.write_text(
         f"brokers: {kafka.bootstrap_servers}\nstorage_dir: {tmp_path / 'data'}\n"
@@ -341,25 +341,7 @@ def test_errors_raised_in_the_cluster_reach_the_user_as_one_line(
     line = _one_line_error(run, "run")
     assert f"TopicError: group {group!r}: missing topic(s) [{topic!r}]" in line
     assert f"goka-ray topics create {topic} --partitions N" in line
-
-    # opt in: the group creates its input topic with the configured partition count
-    config.write_text(config.read_text() + "    create_topics: true\n    partitions: 3\n")
-    cli("run", "cli_errors_app:graph", "--config", "goka.yaml")
-    try:
-        with TopicManager(kafka.bootstrap_servers) as topics:
-            assert topics.partitions(topic) == 3
-            assert topics.describe(f"{group}-table").compacted
-        produce(kafka.bootstrap_servers, topic, [("alice", b"click"), ("poison", b"click")])
-        wait_until(lambda: cli.status(group)["state"] == "failed", timeout=120, what="failed")
-        # status shows the failure with its coordinates and exits with 1
-        status = cli("status", group, ok=False)
-        assert status.returncode == 1
-        assert f"failed on {topic}[" in status.stdout and "key='poison'" in status.stdout
-        # the coordinator refuses to scale a failed group: its error, as one line
-        line = _one_line_error(cli("scale", group, "--actors", "2", ok=False), "scale")
-        assert f"GokaRayError: group {group} is failed; cannot scale it" in line
-    finally:
-        cli("stop", group)
+    # (create_topics: true, the other way out it names, is tested in test_ray_runtime)
 
 
 def test_run_wait_updates_one_table_in_place_on_an_80_column_terminal(
@@ -482,6 +464,13 @@ def test_monitor_in_a_browser_shows_a_failed_group_charts_and_an_empty_namespace
     cli("run", "monitor_bad:graph", "--config", "goka.yaml")
     produce(kafka.bootstrap_servers, bad_topic, [("alice", b"click"), ("poison", b"click")])
     wait_until(lambda: cli.status(bad)["state"] == "failed", timeout=120, what="bad group failed")
+    # the CLI: status shows the failure with its coordinates and exits with 1
+    status = cli("status", bad, ok=False)
+    assert status.returncode == 1
+    assert f"failed on {bad_topic}[" in status.stdout and "key='poison'" in status.stdout
+    # the coordinator refuses to scale a failed group: its error reaches the user as one line
+    line = _one_line_error(cli("scale", bad, "--actors", "2", ok=False), "scale")
+    assert f"GokaRayError: group {bad} is failed; cannot scale it" in line
 
     port = _free_port()
     monitor = subprocess.Popen(

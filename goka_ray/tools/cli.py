@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -143,9 +143,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
-    if args.address:
-        os.environ.pop("RAY_ADDRESS", None)  # --address wins; Ray itself prefers the variable
     _configure_logging(args.verbose)
+    previous = signal.getsignal(signal.SIGTERM)
     group_commands.interrupt_on_sigterm()
     out = make_console()
     command = args.command + (f" {args.action}" if getattr(args, "action", None) else "")
@@ -160,6 +159,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if isinstance(exc, TimeoutError) or type(exc).__module__.startswith("ray."):
             return _report(command, exc, args.verbose)
         raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # main() may run inside another program
 
 
 if __name__ == "__main__":
