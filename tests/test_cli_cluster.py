@@ -41,15 +41,10 @@ def _bin(name: str) -> str:
     return str(Path(sys.executable).parent / name)
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[dict[str, str]]:
-    """A Ray head node of its own (own temp dir), stopped with its process group."""
-    # short: Ray's socket paths under the temp dir are limited to 107 bytes
-    temp = Path(tempfile.mkdtemp(prefix="grcli", dir="/tmp"))
-    port, metrics = _free_port(), _free_port()
-    env = {**os.environ, "RAY_TMPDIR": str(temp)}
-    env.pop("RAY_ADDRESS", None)
-    head = subprocess.Popen(
+def _start_head(
+    temp: Path, port: int, metrics: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
         [
             _bin("ray"),
             "start",
@@ -68,25 +63,57 @@ def cluster() -> Iterator[dict[str, str]]:
         stderr=subprocess.DEVNULL,
         start_new_session=True,
     )
-    address = f"127.0.0.1:{port}"
+
+
+def _stop_head(head: subprocess.Popen[bytes]) -> None:
+    """Stop the head's whole process group (never `ray stop`: it stops every Ray here)."""
     try:
-        wait_until(lambda: _listening(port), timeout=60, what="ray head up")
-        # the GCS answers before the head's raylet has registered: wait until a driver connects
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(30)
+    except ProcessLookupError:
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    try:
+        os.killpg(head.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[dict[str, str]]:
+    """A Ray head node of its own (own temp dir), stopped with its process group.
+
+    On a loaded machine `ray start` sometimes gives up on its own raylet ("the current node
+    timed out during startup", a fixed 30 s) and exits: then it is started once more.
+    """
+    env = {**os.environ}
+    env.pop("RAY_ADDRESS", None)
+    for attempt in range(2):
+        # short: Ray's socket paths under the temp dir are limited to 107 bytes
+        temp = Path(tempfile.mkdtemp(prefix="grcli", dir="/tmp"))
+        port, metrics = _free_port(), _free_port()
+        env["RAY_TMPDIR"] = str(temp)
+        address = f"127.0.0.1:{port}"
+        head = _start_head(temp, port, metrics, env)
         ready = [_bin("goka-ray"), "--address", address, "--namespace", NAMESPACE, "status"]
-        wait_until(
-            lambda: (
-                subprocess.run(ready, env=env, capture_output=True, timeout=120).returncode == 0
-            ),
-            timeout=180,
-            what="ray head accepts drivers",
-        )
+
+        def accepts_drivers(head: subprocess.Popen[bytes] = head, ready: list[str] = ready) -> bool:
+            if head.poll() is not None:
+                return True  # it gave up: decided below
+            done = subprocess.run(ready, env=env, capture_output=True, timeout=120)
+            return done.returncode == 0
+
+        # the GCS answers before the head's raylet has registered: wait until a driver connects
+        wait_until(accepts_drivers, timeout=240, what="ray head accepts drivers")
+        if head.poll() is None:
+            break
+        _stop_head(head)
+        assert attempt == 0, "`ray start --head` exited twice before a driver could connect"
+    try:
         yield {"address": address, "metrics": str(metrics), "tmp": str(temp)}
     finally:
-        os.killpg(head.pid, signal.SIGTERM)
-        try:
-            head.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(head.pid, signal.SIGKILL)
+        _stop_head(head)
 
 
 def _listening(port: int) -> bool:

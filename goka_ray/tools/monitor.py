@@ -309,6 +309,7 @@ _PAGE = """<!doctype html>
  table.stopped td { color: #888; } table.stopped td.failed, table.stopped td.err { color: #b00020; }
  th { color: #555; font-weight: 600; }
  td.l, th.l { text-align: left; }
+ td.offsets { white-space: normal; word-break: break-all; max-width: 16em; }
  td.running { color: #197a2e; } td.failed, td.lost { color: #b00020; font-weight: 600; }
  td.recovering, td.recovered, td.starting { color: #a06000; }
  td.err { color: #b00020; text-align: left; white-space: normal; min-width: 8em;
@@ -430,7 +431,8 @@ function renderGroup(g, status, hist) {
     cell(row, p.partition); cell(row, p.state, "l " + p.state);
     cell(row, (p.actor_name || "-").split("/").pop(), "l");
     cell(row, (p.node_id || "-").slice(0, 8), "l");
-    cell(row, Object.entries(p.offsets).map(([k, v]) => `${k}:${v}`).join(" ") || "-", "l");
+    cell(row, Object.entries(p.offsets).map(([k, v]) => `${k}:${v}`).join(" ") || "-",
+         "l offsets");
     cell(row, fmt(Object.values(p.lag).reduce((a, b) => a + b, 0)));
     cell(row, fmt(p.keys)); cell(row, fmt(p.processed)); cell(row, p.restarts);
     cell(row, p.epoch);
