@@ -37,8 +37,10 @@ from goka_ray.errors import (
     FencedError,
     GokaRayError,
     GraphError,
+    LocalCopyDamaged,
     ProcessingError,
     StorageError,
+    StorageLocked,
     TopicError,
 )
 from goka_ray.kafka.emitter import Delivery, Emitter
@@ -79,6 +81,7 @@ __all__ = [
     "Inputs",
     "Join",
     "LevelDBStorage",
+    "LocalCopyDamaged",
     "LocalKafka",
     "Lookup",
     "Loop",
@@ -92,6 +95,7 @@ __all__ = [
     "Processor",
     "Storage",
     "StorageError",
+    "StorageLocked",
     "Tester",
     "TopicError",
     "TopicManager",

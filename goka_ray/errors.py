@@ -24,7 +24,42 @@ class ContextError(GokaRayError):
 
 
 class StorageError(GokaRayError):
-    """The local table storage could not be opened, read or written."""
+    """The local table storage could not be opened, read or written.
+
+    Never a callback failure: a storage error inside ``ctx.value()``, ``ctx.join()`` or
+    ``ctx.lookup()`` stops the batch whatever the input's ``on_error`` policy says.
+    """
+
+
+class LocalCopyDamaged(StorageError):
+    """A local copy of a table (a LevelDB directory) is damaged and cannot be trusted.
+
+    Missing or corrupt files, a copy that lost its generation marker, or an I/O error while
+    reading or writing it. A local copy is a cache of its changelog: a partition runner
+    moves the copy aside and rebuilds it from the changelog by itself; outside a runner,
+    delete ``path`` (or move it away) and let the group recover it. ``reason`` says what
+    was found.
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"the local table copy at {path} is damaged: {reason}. It is a cache of the "
+            f"changelog: move it aside or delete it, and the group rebuilds it from the "
+            f"changelog"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.path, self.reason))
+
+
+class StorageLocked(StorageError):
+    """Another process (or another copy in this one) has this LevelDB directory open.
+
+    LevelDB allows one opener per directory; the partition's previous owner on this node
+    may still be closing it. Wait for it to stop, or use another directory.
+    """
 
 
 class ConfigError(GokaRayError):

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from goka_ray import LevelDBStorage, MemoryStorage, Storage, StorageError
+from goka_ray import LevelDBStorage, LocalCopyDamaged, MemoryStorage, Storage, StorageLocked
 from goka_ray.core.storage import WriteBatch, partition_dir, read_all
 
 
@@ -308,14 +308,17 @@ def test_leveldb_creates_missing_parent_directories(tmp_path: Path) -> None:
     assert path.is_dir()
 
 
-def test_opening_the_same_leveldb_twice_is_a_storage_error_saying_why(tmp_path: Path) -> None:
+def test_opening_the_same_leveldb_twice_is_a_storage_locked_error_saying_why(
+    tmp_path: Path,
+) -> None:
     first = LevelDBStorage(tmp_path / "db")
     try:
-        with pytest.raises(StorageError) as info:
+        with pytest.raises(StorageLocked) as info:
             LevelDBStorage(tmp_path / "db")
         message = str(info.value)
         assert f"cannot open LevelDB at {tmp_path / 'db'}" in message
-        assert "Is another process using this partition's storage" in message
+        assert "Another process (or another storage object in this one) has it open" in message
+        assert not isinstance(info.value, LocalCopyDamaged)
     finally:
         first.close()
 
@@ -334,10 +337,11 @@ def test_closing_twice_is_harmless(tmp_path: Path) -> None:
     s.close()
 
 
-def test_opening_leveldb_where_a_file_is_is_a_storage_error(tmp_path: Path) -> None:
+def test_opening_leveldb_where_a_file_is_is_a_damaged_copy(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a directory")
-    with pytest.raises(StorageError, match="cannot open LevelDB"):
+    with pytest.raises(LocalCopyDamaged, match="is a file, not a LevelDB directory") as info:
         LevelDBStorage(tmp_path / "file")
+    assert info.value.path == str(tmp_path / "file")
 
 
 def test_destroy_removes_the_directory(tmp_path: Path) -> None:

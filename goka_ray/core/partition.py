@@ -33,7 +33,14 @@ from goka_ray.core.messages import (
 )
 from goka_ray.core.storage import MemoryStorage, Storage, WriteBatch
 from goka_ray.core.tables import ChangelogRecord, TablePartition
-from goka_ray.errors import CallbackFailed, CodecError, ConfigError, ContextError, ProcessingError
+from goka_ray.errors import (
+    CallbackFailed,
+    CodecError,
+    ConfigError,
+    ContextError,
+    ProcessingError,
+    StorageError,
+)
 
 __all__ = ["VISIT_TOPIC", "BatchResult", "CoreStats", "PartitionCore", "TableReader"]
 
@@ -188,6 +195,8 @@ class PartitionCore:
         #: headers on every changelog record, emit and loopback, under the per-call headers
         self.default_headers: dict[str, bytes] = headers_dict(headers_list(default_headers))
         self.stats = CoreStats()
+        #: a storage error a callback's read met (even if the callback caught it)
+        self._storage_failure: StorageError | None = None
 
     # -- what Context calls -------------------------------------------------------------------
 
@@ -213,7 +222,11 @@ class PartitionCore:
         if key in pending:
             return pending[key]
         assert self.table is not None
-        return self.table.storage.get(key)
+        try:
+            return self.table.storage.get(key)
+        except StorageError as exc:
+            self._storage_failure = exc
+            raise
 
     def output_codec(self, topic: str) -> Codec:
         codec = self._outputs.get(topic)
@@ -240,7 +253,11 @@ class PartitionCore:
                 f"ctx.join({table!r}): group {self.group!r} declares no Join({table!r}); add "
                 f"Join({table!r}, codec) to define_group"
             )
-        return joined.get(key)
+        try:
+            return joined.get(key)
+        except StorageError as exc:
+            self._storage_failure = exc
+            raise
 
     def read_lookup(self, table: str, key: str) -> Any:
         entry = self._lookups.get(table)
@@ -254,7 +271,11 @@ class PartitionCore:
             raise ContextError(
                 f"ctx.lookup({table!r}, ...): the lookup table is not connected to this partition"
             )
-        raw = reader.get(key.encode())
+        try:
+            raw = reader.get(key.encode())
+        except StorageError as exc:
+            self._storage_failure = exc
+            raise
         return None if raw is None else codec.decode(raw)
 
     def connect_lookup(self, table: str, reader: TableReader) -> None:
@@ -270,6 +291,12 @@ class PartitionCore:
 
         Stops at the first failing message: its effects and those of the messages after it are
         not in the result, and ``result.failure`` says what happened.
+
+        Raises :class:`~goka_ray.errors.StorageError` if a read of the table, a joined table or
+        a lookup table failed (a damaged local copy), whatever the input's ``on_error`` policy
+        and even if the callback caught the error: the whole batch is abandoned, nothing of it
+        is to be published; discard the pending writes and process it again once the storage
+        is rebuilt. A storage error is never a callback failure.
         """
         result = BatchResult(group=self.group)
         writes = result.table_writes
@@ -321,10 +348,13 @@ class PartitionCore:
             try:
                 stream.callback(ctx, value)
             except Exception as exc:
+                self._raise_storage_failure()
                 if not self._callback_error(stream, msg, key, exc, result):
                     break
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 continue
+            if self._storage_failure is not None:
+                self._raise_storage_failure()
             if ctx._write is not _UNSET:
                 kb = key.encode()
                 pending[kb] = writes[kb] = ctx._write
@@ -369,7 +399,9 @@ class PartitionCore:
 
         The result is published and committed like a batch's (it has no ``positions``). Call
         it between batches, from the thread that calls :meth:`process`. A raising callback
-        stops the visit: ``result.failure`` names the key (topic ``"__visit__"``, offset -1).
+        stops the visit: ``result.failure`` names the key (topic ``"__visit__"``, offset -1). A
+        failing read of a local copy raises :class:`~goka_ray.errors.StorageError` as
+        :meth:`process` does.
         """
         visitor = self.graph.visitor(name)
         if visitor is None:
@@ -395,8 +427,11 @@ class PartitionCore:
             try:
                 callback(ctx, meta)
             except Exception as exc:
+                self._raise_storage_failure()
                 result.failure = self._failure(msg, key, exc)
                 break
+            if self._storage_failure is not None:
+                self._raise_storage_failure()
             if ctx._write is not _UNSET:
                 pending[kb] = writes[kb] = ctx._write
                 if ctx._write_headers is not None:
@@ -410,6 +445,13 @@ class PartitionCore:
             result.visited += 1
         self._count(result)
         return result
+
+    def _raise_storage_failure(self) -> None:
+        """Raise the storage error a callback met, if any (it is not the callback's failure)."""
+        failure = self._storage_failure
+        if failure is not None:
+            self._storage_failure = None
+            raise failure
 
     def _undecodable(
         self,

@@ -13,7 +13,7 @@ from goka_ray.core.codecs import Codec
 from goka_ray.core.messages import Headers, headers_dict
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.storage import Storage, WriteBatch
-from goka_ray.errors import ProcessingError
+from goka_ray.errors import ProcessingError, StorageError
 
 __all__ = [
     "ChangelogRecord",
@@ -151,7 +151,8 @@ class TablePartition:
         callback the record's offset and headers). Returns the number of records applied.
         Records without a key cannot belong to a table and are ignored. If the update callback
         raises, nothing of the batch is written and a :class:`~goka_ray.errors.ProcessingError`
-        names the record.
+        names the record; a :class:`~goka_ray.errors.StorageError` of the storage is raised as
+        it is (never as the callback's failure).
         """
         batch = WriteBatch()
         writes = batch.writes
@@ -177,6 +178,8 @@ class TablePartition:
                 ctx = UpdateContext(self.topic, self.partition, offset, headers_dict(headers))
                 try:
                     update(ctx, view, text, record[1])
+                except StorageError:
+                    raise  # the storage is damaged: not the callback's failure
                 except Exception as exc:
                     raise ProcessingError(
                         self.group, self.topic, self.partition, offset, text, exc
