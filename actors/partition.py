@@ -10,6 +10,12 @@ lease, which the actor renews under its own name, so the coordinator refuses the
 anyone but the current owner of the current epoch. A partition whose lease was refused is
 dropped; an actor left with nothing because every partition it held moved to other owners
 stops itself (it is stale: a coordinator that tracks it would not have fenced it).
+
+Local copies belong to the node: every LevelDB directory this actor opens lies under
+``node_storage_dir(storage_dir, <this node's id>)``, so two Ray nodes sharing a disk (one
+machine, a mounted home directory) never open the same directory. A partition that comes
+back to a node finds its copy there and reads only the changelog's tail; on another node it
+recovers from the changelog (or a standby there).
 """
 
 from __future__ import annotations
@@ -30,7 +36,8 @@ from goka_ray.control.fencing import Lease
 from goka_ray.control.metrics import METRICS, MetricSink, PartitionMetrics
 from goka_ray.control.status import Assignment, PartitionStatus
 from goka_ray.core.graph import GroupGraph
-from goka_ray.errors import FencedError, GokaRayError, StorageError
+from goka_ray.core.storage import node_storage_dir
+from goka_ray.errors import FencedError, GokaRayError, StorageLocked
 from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 
 logger = logging.getLogger(__name__)
@@ -107,6 +114,8 @@ class PartitionActor:
         self._end_lock = threading.Lock()
         self._coordinator: Any = None
         self._node_id = ray.get_runtime_context().get_node_id()
+        #: this node's local copies (``storage_dir`` keyed by the node)
+        self._storage_dir = node_storage_dir(spec.storage_dir, self._node_id)
         self._metrics: dict[int, PartitionMetrics] = {}
         self._closed = threading.Event()
         threading.Thread(target=self._report_metrics, daemon=True, name="metrics").start()
@@ -165,13 +174,13 @@ class PartitionActor:
     def follow(self, partition: int) -> None:
         """Keep a standby copy of ``partition``: recover it, then follow its changelog.
 
-        The copy lives in a directory of this actor (``<storage_dir>/.standby/<actor>``), so
-        it never competes with the owner's copy for LevelDB's lock on a shared node.
+        The copy lives in a directory of this actor (``<node dir>/.standby/<actor>``), so it
+        never competes with the owner's copy for LevelDB's lock on a shared node.
         """
         with self._lock:
             if partition in self._owned:
                 return
-            directory = Path(self.spec.storage_dir) / ".standby" / self.name.rsplit("/", 1)[-1]
+            directory = self._storage_dir / ".standby" / self.name.rsplit("/", 1)[-1]
             runner = self._runner_at(partition, 0, directory, _never_write)
             owned = _Owned(runner, 0, None, None, standby_dir=directory)
             self._owned[partition] = owned
@@ -207,11 +216,11 @@ class PartitionActor:
         if storage is not None:
             return self._runner_at(partition, epoch, storage, lease.check), None
         try:
-            return self._runner_at(partition, epoch, s.storage_dir, lease.check), None
-        except StorageError:
+            return self._runner_at(partition, epoch, self._storage_dir, lease.check), None
+        except StorageLocked:
             # the previous owner still holds the local copy on this node (a live hand-over):
             # recover into a scratch copy instead; the changelog is the source of truth
-            scratch = Path(s.storage_dir) / ".handover" / f"{s.graph.group}-p{partition}-e{epoch}"
+            scratch = self._storage_dir / ".handover" / f"{s.graph.group}-p{partition}-e{epoch}"
             logger.info("partition %d: local copy busy, recovering into %s", partition, scratch)
             return self._runner_at(partition, epoch, scratch, lease.check), scratch
 

@@ -21,7 +21,7 @@ from confluent_kafka import Producer
 from tqdm import tqdm
 
 from goka_ray import Processor, codecs
-from goka_ray.core.storage import partition_dir
+from goka_ray.core.storage import node_storage_dir, partition_dir
 from goka_ray.examples import click_counter
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.tools.local import LocalKafka
@@ -80,7 +80,8 @@ def failover(brokers: str, keys: int, standbys: int, storage: str) -> tuple[floa
                 break
             time.sleep(0.2)
     before = processor.status().partitions[0]
-    shutil.rmtree(partition_dir(storage, group, graph.table_topic, 0))  # the node is lost
+    node_dir = node_storage_dir(storage, before.node_id or "")
+    shutil.rmtree(partition_dir(node_dir, group, graph.table_topic, 0))  # the node is lost
     killed = time.perf_counter()
     ray.kill(ray.get_actor(before.actor_name, namespace=NAMESPACE), no_restart=True)
     while True:

@@ -18,7 +18,8 @@ from kafka_helpers import Running, clicks_graph, produce, produce_clicks, wait_u
 from goka_ray import LevelDBStorage, codecs
 from goka_ray.core.storage import partition_dir
 from goka_ray.kafka.clients import client_config
-from goka_ray.kafka.runner import IDENTITY_FILE, PartitionRunner
+from goka_ray.kafka.local_copy import IDENTITY_FILE
+from goka_ray.kafka.runner import PartitionRunner
 from goka_ray.kafka.topics import TopicManager
 
 INT = codecs.Int()
@@ -79,7 +80,7 @@ def test_a_recreated_changelog_with_fewer_records_replaces_the_local_copy(
 ):
     graph = counted
     recreate(kafka.bootstrap_servers, graph.table_topic, {"new-a": 7, "new-b": 9})
-    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.runner"):
+    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.local_copy"):
         assert rebuild(kafka.bootstrap_servers, graph, tmp_path) == 2
     assert table(tmp_path, graph.group, graph.table_topic) == {"new-a": 7, "new-b": 9}
     (message,) = mismatch_warnings(caplog)
@@ -94,7 +95,7 @@ def test_without_topic_ids_a_stored_offset_beyond_the_end_is_detected(
     graph = counted
     (partition_dir(tmp_path, graph.group, graph.table_topic, 0) / IDENTITY_FILE).unlink()
     recreate(kafka.bootstrap_servers, graph.table_topic, {"new-a": 7})
-    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.runner"):
+    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.local_copy"):
         assert rebuild(kafka.bootstrap_servers, graph, tmp_path) == 1
     assert table(tmp_path, graph.group, graph.table_topic) == {"new-a": 7}
     (message,) = mismatch_warnings(caplog)
@@ -107,7 +108,7 @@ def test_a_recreated_changelog_with_more_records_is_detected_by_its_topic_id(
     graph = counted
     bigger = {f"k{i}": i for i in range(3_000)}  # ends beyond the stored offset
     recreate(kafka.bootstrap_servers, graph.table_topic, bigger)
-    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.runner"):
+    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.local_copy"):
         assert rebuild(kafka.bootstrap_servers, graph, tmp_path) == 3_000
     assert table(tmp_path, graph.group, graph.table_topic) == bigger
     (message,) = mismatch_warnings(caplog)
@@ -117,7 +118,7 @@ def test_a_recreated_changelog_with_more_records_is_detected_by_its_topic_id(
 def test_a_current_local_copy_is_kept(kafka, counted, tmp_path, caplog):
     graph = counted
     started = time.monotonic()
-    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.runner"):
+    with caplog.at_level(logging.WARNING, logger="goka_ray.kafka.local_copy"):
         assert rebuild(kafka.bootstrap_servers, graph, tmp_path) == 0
     assert mismatch_warnings(caplog) == []
     assert len(table(tmp_path, graph.group, graph.table_topic)) == 50

@@ -14,7 +14,7 @@ import ray.cloudpickle as cloudpickle
 from kafka_helpers import count_click, produce_clicks, read_records, wait_until
 
 from goka_ray import Assignment, GokaRayError, Input, Persist, Visitor, codecs, define_group
-from goka_ray.core.storage import partition_dir
+from goka_ray.core.storage import node_storage_dir, partition_dir
 from goka_ray.examples import click_counter
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.ray.processor import Processor
@@ -198,7 +198,8 @@ def test_standby_takes_over_a_dead_owner_after_only_the_tail(setup, kafka, stand
 
     # the owner's node is lost, and its local copy with it: without a standby, the
     # replacement would recover the whole table from the changelog
-    local_copy = partition_dir(processor.config.storage_dir, graph.group, graph.table_topic, 0)
+    node_dir = node_storage_dir(processor.config.storage_dir, before.node_id or "")
+    local_copy = partition_dir(node_dir, graph.group, graph.table_topic, 0)
     assert local_copy.is_dir()
     shutil.rmtree(local_copy)
     ray.kill(ray.get_actor(before.actor_name, namespace=NAMESPACE), no_restart=True)

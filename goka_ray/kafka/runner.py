@@ -23,18 +23,18 @@ ends what it left open; every consumer reads ``read_committed``. A crash before 
 leaves nothing committed; a crash after it leaves LevelDB behind the changelog, and recovery
 replays the committed tail.
 
-At the first recovery each local table copy is checked against its changelog: a copy whose
-stored offset lies beyond the changelog's end, or that was built from a topic of the same
-name with another topic id (deleted and re-created, or another cluster), is discarded and
-rebuilt from the changelog (Goka issues #396 and #415).
+Local table copies are caches of their changelogs (:mod:`goka_ray.kafka.local_copy`): a
+copy found damaged when opened, during recovery or while processing (LocalCopyDamaged), or
+not of its changelog at the first recovery, is discarded and rebuilt from the changelog. A
+batch whose reads met the damage is abandoned before anything of it is published and
+processed again; a batch already published when its LevelDB write failed is in the
+changelog, so the rebuilt copy holds it and its offsets are committed as usual.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -51,11 +51,19 @@ from goka_ray.core.graph import GroupGraph
 from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage
 from goka_ray.core.partition import BatchResult, PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
-from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
+from goka_ray.core.storage import LevelDBStorage, partition_dir
 from goka_ray.core.tables import ChangelogRecord, PartitionedTable, TablePartition
-from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
+from goka_ray.errors import (
+    BrokerError,
+    FencedError,
+    GokaRayError,
+    LocalCopyDamaged,
+    ProcessingError,
+    StorageError,
+)
 from goka_ray.kafka.clients import caught_up, end_offsets, make_consumer, make_producer
 from goka_ray.kafka.epochs import EPOCH_HEADER
+from goka_ray.kafka.local_copy import LocalCopies
 from goka_ray.kafka.topics import TopicManager
 
 __all__ = [
@@ -77,8 +85,6 @@ _OFFSET_INVALID = -1001
 TXN_HEADER = "goka-ray.txn"
 #: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
 TXN_ID_HEADER = "goka-ray.txn-id"
-#: file in a LevelDB copy's directory naming the changelog it was built from
-IDENTITY_FILE = "goka-ray-changelog.json"
 #: aborted transactions in a row (each batch retried from its first offset) before failing
 MAX_ABORTS = 3
 #: librdkafka error codes meaning "another producer with this transactional.id took over"
@@ -218,6 +224,8 @@ class PartitionRunner:
         self._lag: dict[str, int] = {}
         self._partition_counts: dict[str, int] = {}
         self._tables: dict[tuple[str, int], TablePartition] = {}
+        #: the local copies were checked against their changelogs (at the first recovery)
+        self._checked = False
         self._closed = False
         self._fenced = False
         self._exactly_once = self.config.exactly_once
@@ -231,7 +239,7 @@ class PartitionRunner:
         self._aborted_skipped = 0
 
         base = Path(storage_dir)
-        self._storages: list[Storage] = []
+        self._copies = LocalCopies(self.group, partition)
         table_storage = None
         if graph.persist is not None:
             table_storage = self._open(
@@ -258,6 +266,7 @@ class PartitionRunner:
             # default, but a user setting must not turn it off under exactly-once)
             consumer_config["isolation.level"] = "read_committed"
             producer_config["transactional.id"] = transactional_id(self.group, partition)
+        self._consumer_config = consumer_config
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
         self._producer = make_producer(
             brokers, partitioner=self.partitioner, config=producer_config
@@ -266,9 +275,7 @@ class PartitionRunner:
         self._input_topics = set(graph.stream_topics())
 
     def _open(self, path: Path) -> LevelDBStorage:
-        storage = LevelDBStorage(path)
-        self._storages.append(storage)
-        return storage
+        return self._copies.open(path)
 
     # -- state --------------------------------------------------------------------------------
 
@@ -317,12 +324,21 @@ class PartitionRunner:
         started = time.monotonic()
         if not self._tables:
             self._open_tables()
-            self._check_local_copies()
-        starts = [
-            TopicPartition(topic, part, OFFSET_BEGINNING if t.offset is None else t.offset)
-            for (topic, part), t in self._tables.items()
-        ]
-        applied = self._read_to_end(starts) if starts else 0
+        applied = 0
+        while True:
+            try:
+                if not self._checked:
+                    self._check_local_copies()
+                    self._checked = True
+                starts = [
+                    TopicPartition(topic, part, OFFSET_BEGINNING if t.offset is None else t.offset)
+                    for (topic, part), t in self._tables.items()
+                ]
+                applied += self._read_to_end(starts) if starts else 0
+                break
+            except LocalCopyDamaged as damage:
+                self._consumer.unassign()
+                self._copies.discard_damaged(damage)  # empty: read again from the beginning
         logger.log(
             logging.INFO if applied else logging.DEBUG,
             "group %s partition %d recovered %d records in %.2fs",
@@ -351,57 +367,38 @@ class PartitionRunner:
             self.core.connect_lookup(topic, lookup)
 
     def _check_local_copies(self) -> None:
-        """Discard local table copies that do not belong to their changelog any more.
-
-        A copy is stale when its stored changelog offset lies beyond the changelog's end (the
-        topic was deleted and re-created with fewer records, or the directory was filled from
-        another cluster), or when the broker's topic id differs from the one recorded when
-        the copy was built (re-created topic; needs a broker that reports topic ids). Reading
-        on from a stale offset would silently keep old values or skip the new records; the
-        changelog is the source of truth, so the copy is wiped and rebuilt from it.
-        """
+        """Discard local table copies that do not belong to their changelog any more
+        (:meth:`~goka_ray.kafka.local_copy.LocalCopies.check_against_changelog`)."""
         tables = self._tables
         with TopicManager(self.brokers) as topics:
             ids = topics.topic_ids({topic for topic, _ in tables})
         stored = {tp: t.offset for tp, t in tables.items() if t.offset is not None}
         ends = end_offsets(self._consumer, stored, timeout=10) if stored else {}
-        for tp, table in tables.items():
-            path = getattr(table.storage, "path", None)
-            identity = _read_identity(path)
-            topic_id = ids.get(tp[0])
-            offset = stored.get(tp)
-            why = None
-            if identity.get("topic_id") and topic_id and identity["topic_id"] != topic_id:
-                why = (
-                    f"it was built from a topic {tp[0]!r} with id {identity['topic_id']}, but "
-                    f"the broker's topic of that name has id {topic_id} (deleted and "
-                    f"re-created, or another cluster)"
-                )
-            elif offset is not None and offset > ends.get(tp, offset):
-                why = (
-                    f"it is at changelog offset {offset}, beyond the end of {tp[0]}[{tp[1]}] at "
-                    f"{ends[tp]} (the topic was deleted and re-created, or this directory "
-                    f"belongs to another cluster)"
-                )
-            if why is not None:
-                logger.warning(
-                    "group %s partition %d: the local copy of %s[%d] in %s does not match its "
-                    "changelog: %s. Discarding the local copy (%d keys) and rebuilding it from "
-                    "the changelog.",
-                    self.group,
-                    self.partition,
-                    tp[0],
-                    tp[1],
-                    path if path is not None else "memory",
-                    why,
-                    len(table),
-                )
-                table.storage.clear()
-            if path is not None and topic_id is not None and identity.get("topic_id") != topic_id:
-                _write_identity(path, {"topic": tp[0], "partition": tp[1], "topic_id": topic_id})
+        self._copies.check_against_changelog(tables, ids, ends)
 
-    def _read_to_end(self, starts: list[TopicPartition]) -> int:
-        consumer = self._consumer
+    def _rebuild(self, damage: LocalCopyDamaged) -> None:
+        """Discard the damaged copy and read its changelog into the new one, with a consumer
+        of its own (the processing consumer keeps its assignment and positions)."""
+        consumer = make_consumer(self.brokers, self.group, config=self._consumer_config)
+        try:
+            while True:
+                storage = self._copies.discard_damaged(damage)
+                starts = [
+                    TopicPartition(topic, part, OFFSET_BEGINNING)
+                    for (topic, part), t in self._tables.items()
+                    if t.storage is storage
+                ]
+                try:
+                    self._read_to_end(starts, consumer)
+                    return
+                except LocalCopyDamaged as again:
+                    consumer.unassign()
+                    damage = again
+        finally:
+            consumer.close()
+
+    def _read_to_end(self, starts: list[TopicPartition], consumer: Any = None) -> int:
+        consumer = consumer or self._consumer
         consumer.assign(starts)
         remaining = {(tp.topic, tp.partition) for tp in starts}
         position: dict[tuple[str, int], int | None] = {
@@ -632,11 +629,19 @@ class PartitionRunner:
                 else:
                     tables.setdefault(tp, []).append((m.key(), m.value()))
                 table_next[tp] = m.offset() + 1
-        for tp, records in tables.items():
-            self._tables[tp].apply_changelog(records, table_next[tp])
-        if not inputs:
+        try:
+            for tp, records in tables.items():
+                self._tables[tp].apply_changelog(records, table_next[tp])
+            if not inputs:
+                return 0
+            result = self.core.process(inputs)
+        except LocalCopyDamaged as damage:
+            # nothing of the batch is published: rebuild the copy, process the batch again
+            self.core.discard_pending()
+            self._rebuild(damage)
+            self._seek_tables()
+            self._rewind(starts)
             return 0
-        result = self.core.process(inputs)
         if self._exactly_once:
             if not self._publish_transaction(result, starts):
                 self._rewind(starts)
@@ -695,7 +700,7 @@ class PartitionRunner:
                     f"batch's writes within {self.config.delivery_timeout}s: {problem}; the batch "
                     f"will be processed again after a restart"
                 )
-        self.core.commit(result, max(delivered) + 1 if delivered else None)
+        self._store(result, max(delivered) + 1 if delivered else None)
         # the writes and emits are out (as Goka); the offsets wait for the deferred commits
         self._await_deferred(result)
         if result.positions:
@@ -767,9 +772,34 @@ class PartitionRunner:
             )
             return False
         self._aborts = 0
-        self.core.commit(result, max(delivered) + 1 if delivered else None)
+        self._store(result, max(delivered) + 1 if delivered else None)
         self._positions.update(result.positions)
         return True
+
+    def _store(self, result: BatchResult, changelog_offset: int | None) -> None:
+        """Write a published batch to the local table. If the copy turns out damaged, it is
+        rebuilt from the changelog, which already holds the batch."""
+        try:
+            self.core.commit(result, changelog_offset)
+        except LocalCopyDamaged as damage:
+            self.core.discard_pending()
+            self._rebuild(damage)
+            self._seek_tables()
+
+    def _seek_tables(self) -> None:
+        """Point the processing consumer at each joined and lookup copy's offset (after a
+        rebuild: the records between are in the copy already)."""
+        if self._state != RunnerState.RUNNING:
+            return
+        for (topic, part), t in self._tables.items():
+            if topic != self.graph.table_topic and t.offset is not None:
+                try:
+                    self._consumer.seek(TopicPartition(topic, part, t.offset))
+                except KafkaException as exc:
+                    raise BrokerError(
+                        f"group {self.group} partition {self.partition}: cannot seek {topic}"
+                        f"[{part}] to {t.offset} after rebuilding its local copy: {exc}"
+                    ) from exc
 
     def _commit_transaction(self) -> None:
         for attempt in range(1, 4):
@@ -884,10 +914,18 @@ class PartitionRunner:
                 continue
             try:
                 visited = self._visit_now(request)
+            except LocalCopyDamaged as damage:
+                # the visit read a damaged copy before publishing anything: it fails, the
+                # copy is rebuilt and the partition goes on (the caller may visit again)
+                request.future.set_exception(damage)
+                self.core.discard_pending()
+                self._rebuild(damage)
+                self._seek_tables()
+                continue
             except BaseException as exc:
                 request.future.set_exception(exc)
                 if isinstance(exc, GokaRayError) and not isinstance(
-                    exc, ProcessingError | FencedError | BrokerError
+                    exc, ProcessingError | FencedError | BrokerError | StorageError
                 ):
                     continue  # the caller's mistake (no such visitor): the partition goes on
                 raise
@@ -1059,8 +1097,7 @@ class PartitionRunner:
             finally:
                 self._fail_visits()
                 self._consumer.close()
-                for storage in self._storages:
-                    storage.close()
+                self._copies.close()
                 if self._state != RunnerState.FAILED:
                     self._state = RunnerState.STOPPED
 
@@ -1164,24 +1201,6 @@ class _AbortedWriteGuard:
             self._committed = self._read_committed()
         committed = self._committed
         return all(committed.get(topic, -1) >= end for topic, end in ends.items())
-
-
-def _read_identity(path: Path | None) -> dict[str, Any]:
-    """What a local copy records about the changelog it was built from ({} if nothing)."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads((Path(path) / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_identity(path: Path, identity: Mapping[str, Any]) -> None:
-    target = Path(path) / IDENTITY_FILE
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(dict(identity)))
-    os.replace(temporary, target)
 
 
 def run_partitions(runners: Iterable[PartitionRunner]) -> list[threading.Thread]:
