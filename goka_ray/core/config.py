@@ -2,7 +2,7 @@
 their path and what is allowed.
 
     brokers: "kafka-1:9092,kafka-2:9092"   # bootstrap.servers
-    storage_dir: /var/lib/goka-ray          # LevelDB copies of tables, on each node
+    storage_dir: /var/lib/goka-ray          # LevelDB copies, in <storage_dir>/<Ray node id>
     namespace: goka-ray                     # Ray namespace of the named actors
     kafka: {consumer: {}, producer: {}}     # extra librdkafka settings for every client
     groups:
