@@ -15,15 +15,28 @@ import pytest
 from kafka_helpers import (
     Running,
     clicks_graph,
+    count_click,
     latest_values,
     produce,
     read_topic,
     runners_for,
     table_contents,
+    wait_until,
 )
 from leveldb_damage import AT_REST, corrupt_table_in_place, tables
 
-from goka_ray import LevelDBStorage, LocalCopyDamaged, StorageError, codecs
+from goka_ray import (
+    Context,
+    Input,
+    Join,
+    LevelDBStorage,
+    LocalCopyDamaged,
+    Persist,
+    StorageError,
+    Visitor,
+    codecs,
+    define_group,
+)
 from goka_ray.core.storage import partition_dir
 from goka_ray.core.tables import TablePartition
 from goka_ray.kafka.local_copy import DAMAGED_SUFFIX, IDENTITY_FILE, MAX_REBUILDS, LocalCopies
@@ -196,6 +209,95 @@ def test_a_failed_write_of_a_published_batch_keeps_the_batch_and_counts_exactly(
     changelog = decoded(latest_values(read_topic(brokers, graph.table_topic, 1)))
     assert changelog == truth
     assert table_contents(tmp_path, graph.group, graph.table_topic, 1) == truth
+
+
+def test_a_joined_table_corrupted_while_the_runner_reads_it_is_rebuilt(
+    kafka, unique, tmp_path, caplog
+):
+    # the copy of a joined table is read by ctx.join(): the batch is abandoned, the joined
+    # copy rebuilt from its topic, the processing consumer moved to the rebuilt copy's offset
+    brokers = kafka.bootstrap_servers
+    topic, weights = f"{unique}-clicks", f"{unique}-weights"
+
+    def weighted(ctx: Context, _: str) -> None:
+        ctx.set_value((ctx.value() or 0) + (ctx.join(weights) or 1))
+
+    graph = define_group(
+        f"{unique}-counter",
+        Input(topic, codecs.String(), weighted),
+        Join(weights, INT),
+        Persist(INT),
+    )
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 1)
+        topics.ensure_table(weights, 1)
+        topics.ensure_group_topics(graph)
+    everyone = [f"user-{u}" for u in range(USERS)]
+    produce(brokers, weights, [(u, INT.encode(u.count("1") + 2)) for u in everyone])
+    clicks = Clicks(brokers, topic)
+    clicks.send(everyone)
+    run_until_consumed(clicks, graph, 1, tmp_path)
+    path = partition_dir(tmp_path, graph.group, weights, 0)
+
+    runner = runners_for(brokers, graph, [0], tmp_path)[0]
+    with (
+        caplog.at_level(logging.WARNING, logger="goka_ray.kafka.local_copy"),
+        Running([runner]) as running,
+    ):
+        running.wait_for_offsets(topic, clicks.ends)
+        assert tables(path)
+        corrupt_table_in_place(path)
+        clicks.send(everyone)
+        running.wait_for_offsets(topic, clicks.ends)
+        # the join topic goes on being followed from the rebuilt copy's offset
+        produce(brokers, weights, [("user-0", INT.encode(100))])
+        joined = runner.core.joins[weights]
+        wait_until(lambda: joined.get("user-0") == 100, 30, "the new weight")
+        clicks.send(["user-0"])
+        running.wait_for_offsets(topic, clicks.ends)
+    assert runner.state == RunnerState.STOPPED, runner.error
+    (warning,) = damage_warnings(caplog, path)
+    assert "Corruption" in warning
+    expected = {u: 2 * (u.count("1") + 2) for u in everyone}
+    expected["user-0"] += 100
+    assert table_contents(tmp_path, graph.group, graph.table_topic, 1) == expected
+
+
+def test_a_visit_that_meets_a_damaged_copy_fails_and_the_partition_goes_on(kafka, unique, tmp_path):
+    brokers = kafka.bootstrap_servers
+    topic = f"{unique}-clicks"
+
+    def double(ctx: Context, meta: object) -> None:
+        ctx.set_value(2 * (ctx.value() or 0))
+
+    graph = define_group(
+        f"{unique}-counter",
+        Input(topic, codecs.String(), count_click),
+        Persist(INT),
+        Visitor("double", double),
+    )
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 1)
+        topics.ensure_group_topics(graph)
+    everyone = [f"user-{u}" for u in range(USERS)]
+    clicks = Clicks(brokers, topic)
+    clicks.send(everyone, 2)
+    run_until_consumed(clicks, graph, 1, tmp_path)
+    path = partition_dir(tmp_path, graph.group, graph.table_topic, 0)
+
+    runner = runners_for(brokers, graph, [0], tmp_path)[0]
+    with Running([runner]) as running:
+        running.wait_for_offsets(topic, clicks.ends)
+        corrupt_table_in_place(path)
+        with pytest.raises(LocalCopyDamaged):
+            runner.visit("double", timeout=60)
+        assert runner.visit("double", timeout=60) == USERS  # on the rebuilt copy
+        clicks.send(everyone)
+        running.wait_for_offsets(topic, clicks.ends)
+    assert runner.state == RunnerState.STOPPED, runner.error
+    assert table_contents(tmp_path, graph.group, graph.table_topic, 1) == {
+        u: 2 * 2 + 1 for u in everyone
+    }
 
 
 # -- the rules without a broker ------------------------------------------------------------

@@ -525,7 +525,10 @@ class LevelDBStorage(_BatchMixin):
         shutil.rmtree(self.path, ignore_errors=True)
 
     def __del__(self) -> None:
-        self.close()
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown: the next open verifies the copy by a scan
+            pass
 
 
 def _absent_or_empty(path: Path) -> bool:
