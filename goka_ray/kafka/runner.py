@@ -376,9 +376,14 @@ class PartitionRunner:
         ends = end_offsets(self._consumer, stored, timeout=10) if stored else {}
         self._copies.check_against_changelog(tables, ids, ends)
 
-    def _rebuild(self, damage: LocalCopyDamaged) -> None:
+    def _rebuild(self, damage: LocalCopyDamaged, reach: int | None = None) -> None:
         """Discard the damaged copy and read its changelog into the new one, with a consumer
-        of its own (the processing consumer keeps its assignment and positions)."""
+        of its own (the processing consumer keeps its assignment and positions).
+
+        ``reach``: the own changelog offset the rebuilt table must get to (just after a batch
+        this runner published: a read_committed consumer may see its transaction's end a
+        moment after the commit returned).
+        """
         consumer = make_consumer(self.brokers, self.group, config=self._consumer_config)
         try:
             while True:
@@ -390,12 +395,31 @@ class PartitionRunner:
                 ]
                 try:
                     self._read_to_end(starts, consumer)
+                    self._read_own_until(reach, consumer)
                     return
                 except LocalCopyDamaged as again:
                     consumer.unassign()
                     damage = again
         finally:
             consumer.close()
+
+    def _read_own_until(self, reach: int | None, consumer: Any) -> None:
+        table = self.core.table
+        if reach is None or table is None:
+            return
+        deadline = time.monotonic() + self.config.delivery_timeout
+        while (table.offset or 0) < reach:
+            if time.monotonic() > deadline:
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: the changelog shows no "
+                    f"records up to offset {reach} within {self.config.delivery_timeout}s after "
+                    f"they were acknowledged; the rebuilt table cannot include its last batch"
+                )
+            time.sleep(0.05)
+            start = OFFSET_BEGINNING if table.offset is None else table.offset
+            self._read_to_end(
+                [TopicPartition(self.graph.table_topic, self.partition, start)], consumer
+            )
 
     def _read_to_end(self, starts: list[TopicPartition], consumer: Any = None) -> int:
         consumer = consumer or self._consumer
@@ -783,7 +807,7 @@ class PartitionRunner:
             self.core.commit(result, changelog_offset)
         except LocalCopyDamaged as damage:
             self.core.discard_pending()
-            self._rebuild(damage)
+            self._rebuild(damage, reach=changelog_offset)
             self._seek_tables()
 
     def _seek_tables(self) -> None:
