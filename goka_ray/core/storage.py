@@ -3,20 +3,25 @@
 Invariants of a LevelDB copy (:class:`LevelDBStorage`):
 
 - **Atomic**: every :meth:`~LevelDBStorage.write` is one LevelDB write batch holding the data,
-  the changelog offset it reaches and the key count, so a reopened store is exactly as of
-  one of its applied batches. Losing the tail of LevelDB's log (a crash, a truncated ``.log``)
-  loses whole batches, never half of one: the store is older, still consistent, and its
-  offset says where to read the changelog on from.
+  the changelog offset it reaches, the key count and a digest of every stored pair (a sum of
+  per-pair CRC32s), so a reopened store is exactly as of one of its applied batches. Losing
+  the tail of LevelDB's newest log (a crash) loses whole batches, never half of one: the
+  store is older, still consistent, and its offset says where to read the changelog on from.
 - **Whole**: a copy is used only if every check at open passes: LevelDB opens it *without*
   creating anything (``create_if_missing`` only for an absent or empty directory, with
   ``error_if_exists``), with ``paranoid_checks`` (MANIFEST and log readable, no table file
-  missing); every table file has the size the MANIFEST records; and the generation id
-  written into the database when it was created equals the one in the marker file beside
-  it (:data:`GENERATION_FILE`). A copy missing either side, or pairing another store's
-  files with this marker, is damaged: :class:`~goka_ray.errors.LocalCopyDamaged`.
+  missing); every table file has the size the MANIFEST records; the generation id written
+  into the database when it was created equals the one in the file beside it
+  (:data:`GENERATION_FILE`; a copy missing either side, or pairing another store's files
+  with this file, is damaged); and either the copy was closed cleanly and LevelDB's files
+  are exactly as that close recorded them (:data:`CLEAN_CLOSE_FILE`, removed at every open,
+  so a crash leaves none), or a scan of every pair, checksums verified, adds up to the
+  stored key count and digest (a copy that lost or reverted writes, e.g. through a damaged
+  older log, does not). A copy that fails is :class:`~goka_ray.errors.LocalCopyDamaged`.
 - **Checked reads**: every read verifies LevelDB's block checksums; any LevelDB error of an
   open store (corruption, I/O error) is raised as ``LocalCopyDamaged`` naming the path,
-  never as a plyvel exception and never as "key absent".
+  never as a plyvel exception and never as "key absent". A copy that raised it once takes
+  no more writes and its close is not recorded as clean.
 - **One opener**: LevelDB's ``LOCK`` file admits one opener per directory; a second one gets
   :class:`~goka_ray.errors.StorageLocked` (not damage: nothing is wrong with the copy).
 
@@ -41,6 +46,7 @@ from typing import Any, NoReturn, Protocol
 from goka_ray.errors import LocalCopyDamaged, StorageError, StorageLocked
 
 __all__ = [
+    "CLEAN_CLOSE_FILE",
     "GENERATION_FILE",
     "LevelDBStorage",
     "MemoryStorage",
