@@ -1,13 +1,15 @@
 """Writes numbered batches into a LevelDB copy until killed (for crash tests).
 
-Run as ``python leveldb_writer.py PATH``; prints each batch's offset once it is written.
-:func:`batches` is deterministic, so a test can tell the state after any batch.
+Run as ``python leveldb_writer.py PATH [LAST]``; prints each batch's offset once it is
+written; with LAST, it stops writing after batch LAST and waits (without closing) to be
+killed. :func:`batches` is deterministic, so a test can tell the state after any batch.
 """
 
 from __future__ import annotations
 
 import random
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,9 +51,12 @@ def state_after(offset: int) -> dict[bytes, bytes]:
 
 def main() -> None:
     storage = LevelDBStorage(Path(sys.argv[1]), write_buffer_size=64 << 10)
+    last = int(sys.argv[2]) if len(sys.argv) > 2 else None
     for batch in batches():
         storage.write(batch)
         print(batch.offset, flush=True)
+        if batch.offset == last:
+            time.sleep(3600)
 
 
 if __name__ == "__main__":
