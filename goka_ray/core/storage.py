@@ -15,9 +15,10 @@ Invariants of a LevelDB copy (:class:`LevelDBStorage`):
   (:data:`GENERATION_FILE`; a copy missing either side, or pairing another store's files
   with this file, is damaged); and either the copy was closed cleanly and LevelDB's files
   are exactly as that close recorded them (:data:`CLEAN_CLOSE_FILE`, removed at every open,
-  so a crash leaves none: Kafka Streams' ``.checkpoint`` plays this part), or a scan of every pair, checksums verified, adds up to the
-  stored key count and digest (a copy that lost or reverted writes, e.g. through a damaged
-  older log, does not). A copy that fails is :class:`~goka_ray.errors.LocalCopyDamaged`.
+  so a crash leaves none: Kafka Streams' ``.checkpoint`` plays this part), or a scan of
+  every pair, checksums verified, adds up to the stored key count and digest (a copy that
+  lost or reverted writes, e.g. through a damaged older log, does not). A copy that fails
+  is :class:`~goka_ray.errors.LocalCopyDamaged`.
 - **Checked reads**: every read verifies LevelDB's block checksums; any LevelDB error of an
   open store (corruption, I/O error) is raised as ``LocalCopyDamaged`` naming the path,
   never as a plyvel exception and never as "key absent". A copy that raised it once takes
