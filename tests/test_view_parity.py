@@ -16,9 +16,10 @@ import ray
 from kafka_helpers import produce
 
 from goka_ray import codecs
-from goka_ray.actors.view import KeyIndex, offset_reset_reason
+from goka_ray.actors.view import KeyIndex
 from goka_ray.core.storage import MemoryStorage, WriteBatch
 from goka_ray.errors import GokaRayError
+from goka_ray.kafka.changelog import offset_reset_reason
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.ray.view import View
 from goka_ray.tools.local import LocalKafka

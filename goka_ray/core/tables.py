@@ -5,9 +5,10 @@ Used for the group table, joined tables, lookup copies and views alike.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from goka_ray.core.codecs import Codec
 from goka_ray.core.messages import Headers, headers_dict
@@ -24,6 +25,8 @@ __all__ = [
     "UpdateStorage",
     "default_update",
 ]
+
+logger = logging.getLogger(__name__)
 
 
 class ChangelogRecord(NamedTuple):
@@ -144,15 +147,19 @@ class TablePartition:
         self,
         records: Iterable[tuple[bytes | None, bytes | None] | ChangelogRecord],
         next_offset: int,
+        *,
+        on_update_error: Literal["fail", "skip"] = "fail",
     ) -> int:
         """Write changelog records (value None = tombstone) and the offset reached, atomically.
 
         ``records`` are ``(key, value)`` pairs or :class:`ChangelogRecord` (which give an update
         callback the record's offset and headers). Returns the number of records applied.
         Records without a key cannot belong to a table and are ignored. If the update callback
-        raises, nothing of the batch is written and a :class:`~goka_ray.errors.ProcessingError`
-        names the record; a :class:`~goka_ray.errors.StorageError` of the storage is raised as
-        it is (never as the callback's failure).
+        raises, ``on_update_error="fail"`` writes nothing of the batch and raises a
+        :class:`~goka_ray.errors.ProcessingError` naming the record; ``"skip"`` logs it and
+        leaves that record out (a view keeps serving rather than stop). A
+        :class:`~goka_ray.errors.StorageError` of the storage is raised as it is (never as the
+        callback's failure).
         """
         batch = WriteBatch()
         writes = batch.writes
@@ -181,9 +188,18 @@ class TablePartition:
                 except StorageError:
                     raise  # the storage is damaged: not the callback's failure
                 except Exception as exc:
-                    raise ProcessingError(
-                        self.group, self.topic, self.partition, offset, text, exc
-                    ) from exc
+                    if on_update_error == "fail":
+                        raise ProcessingError(
+                            self.group, self.topic, self.partition, offset, text, exc
+                        ) from exc
+                    logger.exception(
+                        "update callback failed on %s[%d]@%d key %r; record not stored",
+                        self.topic,
+                        self.partition,
+                        offset,
+                        text,
+                    )
+                    continue
                 n += 1
         batch.offset = next_offset
         self.storage.write(batch)

@@ -23,18 +23,18 @@ ends what it left open; every consumer reads ``read_committed``. A crash before 
 leaves nothing committed; a crash after it leaves LevelDB behind the changelog, and recovery
 replays the committed tail.
 
-Local table copies are caches of their changelogs (:mod:`goka_ray.kafka.local_copy`): a
-copy found damaged when opened, during recovery or while processing (LocalCopyDamaged), or
-not of its changelog at the first recovery, is discarded and rebuilt from the changelog. A
-batch whose reads met the damage is abandoned before anything of it is published and
-processed again; a batch already published when its LevelDB write failed is in the
-changelog, so the rebuilt copy holds it and its offsets are committed as usual.
+At the first recovery each local table copy is checked against its changelog: a copy whose
+stored offset lies beyond the changelog's end, or that was built from a topic of the same
+name with another topic id (deleted and re-created, or another cluster), is discarded and
+rebuilt from the changelog (Goka issues #396 and #415).
 """
 
 from __future__ import annotations
 
 import enum
+import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -51,19 +51,12 @@ from goka_ray.core.graph import GroupGraph
 from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage
 from goka_ray.core.partition import BatchResult, PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
-from goka_ray.core.storage import LevelDBStorage, partition_dir
-from goka_ray.core.tables import ChangelogRecord, PartitionedTable, TablePartition
-from goka_ray.errors import (
-    BrokerError,
-    FencedError,
-    GokaRayError,
-    LocalCopyDamaged,
-    ProcessingError,
-    StorageError,
-)
-from goka_ray.kafka.clients import caught_up, end_offsets, make_consumer, make_producer
+from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
+from goka_ray.core.tables import PartitionedTable, TablePartition
+from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
+from goka_ray.kafka.changelog import ChangelogFollower
+from goka_ray.kafka.clients import end_offsets, make_consumer, make_producer
 from goka_ray.kafka.epochs import EPOCH_HEADER
-from goka_ray.kafka.local_copy import LocalCopies
 from goka_ray.kafka.topics import TopicManager
 
 __all__ = [
@@ -85,6 +78,8 @@ _OFFSET_INVALID = -1001
 TXN_HEADER = "goka-ray.txn"
 #: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
 TXN_ID_HEADER = "goka-ray.txn-id"
+#: file in a LevelDB copy's directory naming the changelog it was built from
+IDENTITY_FILE = "goka-ray-changelog.json"
 #: aborted transactions in a row (each batch retried from its first offset) before failing
 MAX_ABORTS = 3
 #: librdkafka error codes meaning "another producer with this transactional.id took over"
@@ -138,8 +133,9 @@ class RunnerConfig:
     delivery_timeout: float = 60.0
     #: how often the loop refreshes lag figures (seconds)
     lag_interval: float = 2.0
-    #: how often a recovered runner waiting for ``go`` (hand-over, standby) reads the tail
-    follow_interval: float = 1.0
+    #: how long one poll of the changelog waits while a recovered runner waits for ``go``
+    #: (hand-over, standby): it follows the changelog meanwhile, so the tail stays short
+    follow_interval: float = 0.2
     #: how long a batch waits for its ``ctx.defer_commit()`` callables before the partition
     #: fails (its offsets are committed only once they are all called)
     deferred_timeout: float = 300.0
@@ -178,9 +174,6 @@ class RunnerStatus:
     #: changelog records of aborted transactions skipped in recovery (brokers that do not
     #: filter them for read_committed consumers; exactly-once only)
     aborted_skipped: int = 0
-
-
-Records = list[tuple[bytes | None, bytes | None] | ChangelogRecord]
 
 
 class PartitionRunner:
@@ -224,8 +217,6 @@ class PartitionRunner:
         self._lag: dict[str, int] = {}
         self._partition_counts: dict[str, int] = {}
         self._tables: dict[tuple[str, int], TablePartition] = {}
-        #: the local copies were checked against their changelogs (at the first recovery)
-        self._checked = False
         self._closed = False
         self._fenced = False
         self._exactly_once = self.config.exactly_once
@@ -239,7 +230,7 @@ class PartitionRunner:
         self._aborted_skipped = 0
 
         base = Path(storage_dir)
-        self._copies = LocalCopies(self.group, partition)
+        self._storages: list[Storage] = []
         table_storage = None
         if graph.persist is not None:
             table_storage = self._open(
@@ -266,8 +257,15 @@ class PartitionRunner:
             # default, but a user setting must not turn it off under exactly-once)
             consumer_config["isolation.level"] = "read_committed"
             producer_config["transactional.id"] = transactional_id(self.group, partition)
-        self._consumer_config = consumer_config
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
+        # the tables' changelogs: own table while recovering or standing by, joins, lookups
+        self._follower = ChangelogFollower(
+            brokers,
+            group_id=self.group,
+            consumer_config=consumer_config,
+            batch_size=self.config.recovery_batch_size,
+            name=f"group {self.group} partition {partition}",
+        )
         self._producer = make_producer(
             brokers, partitioner=self.partitioner, config=producer_config
         )
@@ -275,7 +273,9 @@ class PartitionRunner:
         self._input_topics = set(graph.stream_topics())
 
     def _open(self, path: Path) -> LevelDBStorage:
-        return self._copies.open(path)
+        storage = LevelDBStorage(path)
+        self._storages.append(storage)
+        return storage
 
     # -- state --------------------------------------------------------------------------------
 
@@ -324,21 +324,11 @@ class PartitionRunner:
         started = time.monotonic()
         if not self._tables:
             self._open_tables()
-        applied = 0
-        while True:
-            try:
-                if not self._checked:
-                    self._check_local_copies()
-                    self._checked = True
-                starts = [
-                    TopicPartition(topic, part, OFFSET_BEGINNING if t.offset is None else t.offset)
-                    for (topic, part), t in self._tables.items()
-                ]
-                applied += self._read_to_end(starts) if starts else 0
-                break
-            except LocalCopyDamaged as damage:
-                self._consumer.unassign()
-                self._copies.discard_damaged(damage)  # empty: read again from the beginning
+            self._check_local_copies()
+            self._follow_tables()
+        applied = self._follower.recover(self._stop)
+        self._recovered += applied
+        self._aborted_skipped = self._follower.filtered
         logger.log(
             logging.INFO if applied else logging.DEBUG,
             "group %s partition %d recovered %d records in %.2fs",
@@ -367,125 +357,65 @@ class PartitionRunner:
             self.core.connect_lookup(topic, lookup)
 
     def _check_local_copies(self) -> None:
-        """Discard local table copies that do not belong to their changelog any more
-        (:meth:`~goka_ray.kafka.local_copy.LocalCopies.check_against_changelog`)."""
+        """Discard local table copies that do not belong to their changelog any more.
+
+        A copy is stale when its stored changelog offset lies beyond the changelog's end (the
+        topic was deleted and re-created with fewer records, or the directory was filled from
+        another cluster), or when the broker's topic id differs from the one recorded when
+        the copy was built (re-created topic; needs a broker that reports topic ids). Reading
+        on from a stale offset would silently keep old values or skip the new records; the
+        changelog is the source of truth, so the copy is wiped and rebuilt from it.
+        """
         tables = self._tables
         with TopicManager(self.brokers) as topics:
             ids = topics.topic_ids({topic for topic, _ in tables})
         stored = {tp: t.offset for tp, t in tables.items() if t.offset is not None}
         ends = end_offsets(self._consumer, stored, timeout=10) if stored else {}
-        self._copies.check_against_changelog(tables, ids, ends)
-
-    def _rebuild(self, damage: LocalCopyDamaged, reach: int | None = None) -> None:
-        """Discard the damaged copy and read its changelog into the new one, with a consumer
-        of its own (the processing consumer keeps its assignment and positions).
-
-        ``reach``: the own changelog offset the rebuilt table must get to (just after a batch
-        this runner published: a read_committed consumer may see its transaction's end a
-        moment after the commit returned).
-        """
-        consumer = make_consumer(self.brokers, self.group, config=self._consumer_config)
-        try:
-            while True:
-                storage = self._copies.discard_damaged(damage)
-                starts = [
-                    TopicPartition(topic, part, OFFSET_BEGINNING)
-                    for (topic, part), t in self._tables.items()
-                    if t.storage is storage
-                ]
-                try:
-                    self._read_to_end(starts, consumer)
-                    self._read_own_until(reach, consumer)
-                    return
-                except LocalCopyDamaged as again:
-                    consumer.unassign()
-                    damage = again
-        finally:
-            consumer.close()
-
-    def _read_own_until(self, reach: int | None, consumer: Any) -> None:
-        table = self.core.table
-        if reach is None or table is None:
-            return
-        deadline = time.monotonic() + self.config.delivery_timeout
-        while (table.offset or 0) < reach:
-            if time.monotonic() > deadline:
-                raise BrokerError(
-                    f"group {self.group} partition {self.partition}: the changelog shows no "
-                    f"records up to offset {reach} within {self.config.delivery_timeout}s after "
-                    f"they were acknowledged; the rebuilt table cannot include its last batch"
+        for tp, table in tables.items():
+            path = getattr(table.storage, "path", None)
+            identity = _read_identity(path)
+            topic_id = ids.get(tp[0])
+            offset = stored.get(tp)
+            why = None
+            if identity.get("topic_id") and topic_id and identity["topic_id"] != topic_id:
+                why = (
+                    f"it was built from a topic {tp[0]!r} with id {identity['topic_id']}, but "
+                    f"the broker's topic of that name has id {topic_id} (deleted and "
+                    f"re-created, or another cluster)"
                 )
-            time.sleep(0.05)
-            start = OFFSET_BEGINNING if table.offset is None else table.offset
-            self._read_to_end(
-                [TopicPartition(self.graph.table_topic, self.partition, start)], consumer
-            )
-
-    def _read_to_end(self, starts: list[TopicPartition], consumer: Any = None) -> int:
-        consumer = consumer or self._consumer
-        consumer.assign(starts)
-        remaining = {(tp.topic, tp.partition) for tp in starts}
-        position: dict[tuple[str, int], int | None] = {
-            (tp.topic, tp.partition): (tp.offset if tp.offset >= 0 else None) for tp in starts
-        }
-        applied = 0
-        batch = self.config.recovery_batch_size
-        last_log = time.monotonic()
-        # exactly-once: the own changelog may hold records of aborted transactions on brokers
-        # that hand them to read_committed consumers; skip those (see _AbortedWriteGuard)
-        own = (self.graph.table_topic, self.partition)
-        # tables with an update callback get each record's offset and headers
-        rich = {tp for tp, t in self._tables.items() if t.update is not None}
-        guard = (
-            _AbortedWriteGuard(self._committed_inputs)
-            if self._exactly_once and own in remaining
-            else None
-        )
-        while remaining:
-            if self._stop.is_set():
-                break
-            buffers: dict[tuple[str, int], Records] = {}
-            for m in consumer.consume(batch, timeout=0.5):
-                err = m.error()
-                tp = (m.topic(), m.partition())
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        remaining.discard(tp)
-                        continue
-                    self._raise_kafka_error(err, "recovery")
-                    continue
-                buf = buffers.get(tp)
-                if buf is None:
-                    buf = buffers[tp] = []
-                position[tp] = m.offset() + 1
-                if guard is not None and tp == own and not guard.keeps(m.headers()):
-                    continue
-                if tp in rich:
-                    buf.append(ChangelogRecord(m.key(), m.value(), m.offset(), m.headers()))
-                else:
-                    buf.append((m.key(), m.value()))
-            if guard is not None:
-                self._aborted_skipped = guard.skipped
-            for tp, records in buffers.items():
-                reached = position[tp]
-                assert reached is not None  # set with every record read
-                n = self._tables[tp].apply_changelog(records, reached)
-                applied += n
-                self._recovered += n
-            for tp in list(remaining):
-                if caught_up(consumer, tp[0], tp[1], position[tp]):
-                    remaining.discard(tp)
-            if time.monotonic() - last_log > 5:
-                last_log = time.monotonic()
-                logger.info(
-                    "group %s partition %d recovering: %d records so far, %d partitions to go",
+            elif offset is not None and offset > ends.get(tp, offset):
+                why = (
+                    f"it is at changelog offset {offset}, beyond the end of {tp[0]}[{tp[1]}] at "
+                    f"{ends[tp]} (the topic was deleted and re-created, or this directory "
+                    f"belongs to another cluster)"
+                )
+            if why is not None:
+                logger.warning(
+                    "group %s partition %d: the local copy of %s[%d] in %s does not match its "
+                    "changelog: %s. Discarding the local copy (%d keys) and rebuilding it from "
+                    "the changelog.",
                     self.group,
                     self.partition,
-                    applied,
-                    len(remaining),
+                    tp[0],
+                    tp[1],
+                    path if path is not None else "memory",
+                    why,
+                    len(table),
                 )
-        consumer.unassign()
-        return applied
+                table.storage.clear()
+            if path is not None and topic_id is not None and identity.get("topic_id") != topic_id:
+                _write_identity(path, {"topic": tp[0], "partition": tp[1], "topic_id": topic_id})
+
+    def _follow_tables(self) -> None:
+        """Hand every table partition to the changelog follower. Under exactly-once the own
+        changelog may hold records of aborted transactions on brokers that hand them to
+        read_committed consumers; those are left out (see _AbortedWriteGuard)."""
+        own = (self.graph.table_topic, self.partition)
+        for tp, table in self._tables.items():
+            keep = None
+            if self._exactly_once and tp == own:
+                keep = _AbortedWriteGuard(self._committed_inputs).keeps
+            self._follower.add(table, keep=keep)
 
     def _committed_inputs(self) -> dict[str, int]:
         """The group's committed offset of each input topic at this partition (-1: none)."""
@@ -558,12 +488,9 @@ class PartitionRunner:
             assignment.append(TopicPartition(tp.topic, tp.partition, offset))
             if offset >= 0:
                 self._positions[key] = offset
-        # keep joined and lookup tables current while processing
-        for (topic, part), t in self._tables.items():
-            if topic != self.graph.table_topic:
-                offset = OFFSET_BEGINNING if t.offset is None else t.offset
-                assignment.append(TopicPartition(topic, part, offset))
         consumer.assign(assignment)
+        # from now on this runner writes its own table; joined and lookup tables stay followed
+        self._follower.remove(self.graph.table_topic, self.partition)
         self._state = RunnerState.RUNNING
 
     def _init_transactions(self) -> None:
@@ -616,13 +543,11 @@ class PartitionRunner:
         Visits requested with :meth:`visit` run first, between batches.
         """
         self._run_visits()
+        self._follower.poll(0)  # joined and lookup tables: apply what arrived
         msgs = self._consumer.consume(self.config.batch_size, timeout=self.config.poll_timeout)
         if not msgs:
             return 0
         inputs: list[InputMessage] = []
-        tables: dict[tuple[str, int], Records] = {}
-        table_next: dict[tuple[str, int], int] = {}
-        input_topics = self._input_topics
         starts: dict[str, int] = {}
         for m in msgs:
             err = m.error()
@@ -631,41 +556,22 @@ class PartitionRunner:
                     self._raise_kafka_error(err, "processing")
                 continue
             topic = m.topic()
-            if topic in input_topics:
-                if topic not in starts:
-                    starts[topic] = m.offset()
-                inputs.append(
-                    InputMessage(
-                        topic,
-                        m.partition(),
-                        m.offset(),
-                        m.key(),
-                        m.value(),
-                        m.timestamp()[1],
-                        m.headers(),
-                    )
+            if topic not in starts:
+                starts[topic] = m.offset()
+            inputs.append(
+                InputMessage(
+                    topic,
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value(),
+                    m.timestamp()[1],
+                    m.headers(),
                 )
-            else:
-                tp = (topic, m.partition())
-                if self._tables[tp].update is not None:
-                    record = ChangelogRecord(m.key(), m.value(), m.offset(), m.headers())
-                    tables.setdefault(tp, []).append(record)
-                else:
-                    tables.setdefault(tp, []).append((m.key(), m.value()))
-                table_next[tp] = m.offset() + 1
-        try:
-            for tp, records in tables.items():
-                self._tables[tp].apply_changelog(records, table_next[tp])
-            if not inputs:
-                return 0
-            result = self.core.process(inputs)
-        except LocalCopyDamaged as damage:
-            # nothing of the batch is published: rebuild the copy, process the batch again
-            self.core.discard_pending()
-            self._rebuild(damage)
-            self._seek_tables()
-            self._rewind(starts)
+            )
+        if not inputs:
             return 0
+        result = self.core.process(inputs)
         if self._exactly_once:
             if not self._publish_transaction(result, starts):
                 self._rewind(starts)
@@ -724,7 +630,7 @@ class PartitionRunner:
                     f"batch's writes within {self.config.delivery_timeout}s: {problem}; the batch "
                     f"will be processed again after a restart"
                 )
-        self._store(result, max(delivered) + 1 if delivered else None)
+        self.core.commit(result, max(delivered) + 1 if delivered else None)
         # the writes and emits are out (as Goka); the offsets wait for the deferred commits
         self._await_deferred(result)
         if result.positions:
@@ -796,34 +702,9 @@ class PartitionRunner:
             )
             return False
         self._aborts = 0
-        self._store(result, max(delivered) + 1 if delivered else None)
+        self.core.commit(result, max(delivered) + 1 if delivered else None)
         self._positions.update(result.positions)
         return True
-
-    def _store(self, result: BatchResult, changelog_offset: int | None) -> None:
-        """Write a published batch to the local table. If the copy turns out damaged, it is
-        rebuilt from the changelog, which already holds the batch."""
-        try:
-            self.core.commit(result, changelog_offset)
-        except LocalCopyDamaged as damage:
-            self.core.discard_pending()
-            self._rebuild(damage, reach=changelog_offset)
-            self._seek_tables()
-
-    def _seek_tables(self) -> None:
-        """Point the processing consumer at each joined and lookup copy's offset (after a
-        rebuild: the records between are in the copy already)."""
-        if self._state != RunnerState.RUNNING:
-            return
-        for (topic, part), t in self._tables.items():
-            if topic != self.graph.table_topic and t.offset is not None:
-                try:
-                    self._consumer.seek(TopicPartition(topic, part, t.offset))
-                except KafkaException as exc:
-                    raise BrokerError(
-                        f"group {self.group} partition {self.partition}: cannot seek {topic}"
-                        f"[{part}] to {t.offset} after rebuilding its local copy: {exc}"
-                    ) from exc
 
     def _commit_transaction(self) -> None:
         for attempt in range(1, 4):
@@ -938,18 +819,10 @@ class PartitionRunner:
                 continue
             try:
                 visited = self._visit_now(request)
-            except LocalCopyDamaged as damage:
-                # the visit read a damaged copy before publishing anything: it fails, the
-                # copy is rebuilt and the partition goes on (the caller may visit again)
-                request.future.set_exception(damage)
-                self.core.discard_pending()
-                self._rebuild(damage)
-                self._seek_tables()
-                continue
             except BaseException as exc:
                 request.future.set_exception(exc)
                 if isinstance(exc, GokaRayError) and not isinstance(
-                    exc, ProcessingError | FencedError | BrokerError | StorageError
+                    exc, ProcessingError | FencedError | BrokerError
                 ):
                     continue  # the caller's mistake (no such visitor): the partition goes on
                 raise
@@ -1036,13 +909,10 @@ class PartitionRunner:
                 # waiting for the hand-over (or a standby waiting to be promoted): keep
                 # following the changelog, so the tail left to read after ``go`` stays short
                 self._state = RunnerState.RECOVERED
-                followed = time.monotonic()
-                while not go.wait(0.1):
+                while not go.is_set():
                     if self._stop.is_set():
                         return
-                    if time.monotonic() - followed > self.config.follow_interval:
-                        self.recover()
-                        followed = time.monotonic()
+                    self._recovered += self._follower.poll(self.config.follow_interval)
                 self.recover()
             if self._stop.is_set():
                 return
@@ -1120,8 +990,10 @@ class PartitionRunner:
                 )
             finally:
                 self._fail_visits()
+                self._follower.close()
                 self._consumer.close()
-                self._copies.close()
+                for storage in self._storages:
+                    storage.close()
                 if self._state != RunnerState.FAILED:
                     self._state = RunnerState.STOPPED
 
@@ -1225,6 +1097,24 @@ class _AbortedWriteGuard:
             self._committed = self._read_committed()
         committed = self._committed
         return all(committed.get(topic, -1) >= end for topic, end in ends.items())
+
+
+def _read_identity(path: Path | None) -> dict[str, Any]:
+    """What a local copy records about the changelog it was built from ({} if nothing)."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads((Path(path) / IDENTITY_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _write_identity(path: Path, identity: Mapping[str, Any]) -> None:
+    target = Path(path) / IDENTITY_FILE
+    temporary = target.with_suffix(".tmp")
+    temporary.write_text(json.dumps(dict(identity)))
+    os.replace(temporary, target)
 
 
 def run_partitions(runners: Iterable[PartitionRunner]) -> list[threading.Thread]:
