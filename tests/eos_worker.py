@@ -22,6 +22,7 @@ from types import FrameType
 from typing import Any
 
 from goka_ray import Context, GroupGraph, Input, Output, Persist, codecs, define_group
+from goka_ray.kafka.publish import TransactionalPublisher
 from goka_ray.kafka.runner import PartitionRunner, RunnerConfig
 
 
@@ -43,7 +44,7 @@ def crash_at(point: str) -> None:
     where, _, n = point.partition(":")
     count = itertools.count(1)
     lock = threading.Lock()
-    commit = PartitionRunner._commit_transaction
+    commit = TransactionalPublisher._commit_transaction
 
     def crashing_commit(self: Any) -> None:
         with lock:
@@ -54,7 +55,7 @@ def crash_at(point: str) -> None:
         if due and where == "after-commit":
             os.kill(os.getpid(), signal.SIGKILL)
 
-    PartitionRunner._commit_transaction = crashing_commit  # type: ignore[method-assign]
+    TransactionalPublisher._commit_transaction = crashing_commit  # type: ignore[method-assign]
 
 
 def main() -> None:

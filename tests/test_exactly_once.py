@@ -38,14 +38,8 @@ from goka_ray import codecs
 from goka_ray.core.partitioner import MURMUR2
 from goka_ray.errors import FencedError
 from goka_ray.kafka.clients import client_config, make_consumer
-from goka_ray.kafka.runner import (
-    TXN_HEADER,
-    TXN_ID_HEADER,
-    PartitionRunner,
-    RunnerConfig,
-    RunnerState,
-    transactional_id,
-)
+from goka_ray.kafka.publish import TXN_HEADER, TXN_ID_HEADER, transactional_id
+from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 from goka_ray.kafka.topics import TopicManager
 
 PARTITIONS = 2

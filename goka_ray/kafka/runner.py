@@ -1,27 +1,28 @@
 """PartitionRunner: one partition of a processor group against a real Kafka broker.
 
-It owns the partition's LevelDB table, one consumer and one producer, and drives the
-PartitionCore. No Ray here: the Ray partition actor is a thin shell around this class.
+It drives the PartitionCore in batches: consume what arrived, run the callbacks, hand the
+result to the publisher, commit. No Ray here: the Ray partition actor is a thin shell around
+this class. Its parts each live in their own module: the changelog follower
+(:mod:`goka_ray.kafka.changelog`) keeps the tables current, the publisher
+(:mod:`goka_ray.kafka.publish`, chosen once from ``processing_guarantee``) makes each batch
+durable; the runner keeps the batch loop, visits and the lifecycle.
 
-Order of work for each batch (at-least-once, as Goka):
-  1. consume up to ``batch_size`` messages (inputs at this partition, joined tables at this
-     partition, lookup tables at all partitions);
-  2. apply joined/lookup table updates to their local copies;
+Order of work for each batch:
+  1. apply what arrived of joined and lookup tables (the follower);
+  2. consume up to ``batch_size`` input messages at this partition;
   3. run the callbacks (PartitionCore.process);
-  4. produce the coalesced changelog records and the emits, and wait until Kafka acknowledges
-     all of them;
-  5. write the table batch and the changelog offset reached to LevelDB, atomically;
-  6. commit the input offsets.
-A crash anywhere before 6 re-processes the batch; the table is never ahead of its changelog.
+  4. publish: at-least-once (as Goka) produces the coalesced changelog records and emits,
+     waits for their acknowledgement, writes the table batch and the changelog offset to
+     LevelDB atomically, and commits the input offsets; exactly-once does the same in one
+     Kafka transaction per batch, writing LevelDB after the commit.
+A crash anywhere before the offsets are committed re-processes the batch; the table is never
+ahead of its changelog.
 
-Exactly-once (``processing_guarantee="exactly_once"``): steps 4 and 6 are one Kafka
-transaction per batch (begin; produce the changelog records and emits; send the input
-offsets to the transaction; commit), and step 5 follows the commit. The producer's
-``transactional.id`` is derived from group and partition (:func:`transactional_id`), so a new
-owner's ``init_transactions`` fences a zombie (:class:`~goka_ray.errors.FencedError`) and
-ends what it left open; every consumer reads ``read_committed``. A crash before the commit
-leaves nothing committed; a crash after it leaves LevelDB behind the changelog, and recovery
-replays the committed tail.
+Invariants: only the thread that calls :meth:`PartitionRunner.run` (or ``recover`` /
+``run_once``) touches the consumers, the producer and the storages; other threads call
+``status``, ``visit`` and ``stop``. The own table is followed from the changelog only while
+the runner does not process (recovering, or waiting for ``go`` as a hand-over or standby);
+once it processes, it alone writes its table.
 
 At the first recovery each local table copy is checked against its changelog: a copy whose
 stored offset lies beyond the changelog's end, or that was built from a topic of the same
@@ -38,7 +39,6 @@ import os
 import queue
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -48,55 +48,23 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from goka_ray.core.graph import GroupGraph
-from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage
-from goka_ray.core.partition import BatchResult, PartitionCore
+from goka_ray.core.messages import InputMessage
+from goka_ray.core.partition import PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
 from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
 from goka_ray.core.tables import PartitionedTable, TablePartition
 from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
 from goka_ray.kafka.changelog import ChangelogFollower
-from goka_ray.kafka.clients import end_offsets, make_consumer, make_producer
-from goka_ray.kafka.epochs import EPOCH_HEADER
+from goka_ray.kafka.clients import end_offsets, make_consumer
+from goka_ray.kafka.publish import Publisher, publisher_class
 from goka_ray.kafka.topics import TopicManager
 
-__all__ = [
-    "TXN_HEADER",
-    "TXN_ID_HEADER",
-    "PartitionRunner",
-    "RunnerConfig",
-    "RunnerState",
-    "RunnerStatus",
-    "transactional_id",
-]
+__all__ = ["PartitionRunner", "RunnerConfig", "RunnerState", "RunnerStatus"]
 
 logger = logging.getLogger(__name__)
 
-_OFFSET_INVALID = -1001
-
-#: header on every record written in an exactly-once transaction: the input offsets the
-#: batch consumed, ``<topic>=<first>-<next>`` per input topic, comma separated
-TXN_HEADER = "goka-ray.txn"
-#: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
-TXN_ID_HEADER = "goka-ray.txn-id"
 #: file in a LevelDB copy's directory naming the changelog it was built from
 IDENTITY_FILE = "goka-ray-changelog.json"
-#: aborted transactions in a row (each batch retried from its first offset) before failing
-MAX_ABORTS = 3
-#: librdkafka error codes meaning "another producer with this transactional.id took over"
-_FENCED_CODES = {
-    KafkaError._FENCED,
-    KafkaError.PRODUCER_FENCED,
-    KafkaError.INVALID_PRODUCER_EPOCH,
-}
-
-
-def transactional_id(group: str, partition: int) -> str:
-    """The ``transactional.id`` of a partition's producer under exactly-once.
-
-    One per group and partition, stable across restarts and hosts: whoever owns the
-    partition next fences the previous owner by initialising transactions under it.
-    """
-    return f"goka-ray.{group}.{partition}"
 
 
 class RunnerState(enum.StrEnum):
@@ -205,9 +173,6 @@ class PartitionRunner:
         self.partition = partition
         self.config = config or RunnerConfig()
         self.partitioner = partitioner or partitioner_named(self.config.partitioner)
-        self._fence = fence
-        # changelog records carry the writer's epoch: who wrote what stays visible
-        self._changelog_headers = None if epoch is None else [(EPOCH_HEADER, str(epoch).encode())]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._state = RunnerState.IDLE
@@ -219,14 +184,7 @@ class PartitionRunner:
         self._tables: dict[tuple[str, int], TablePartition] = {}
         self._closed = False
         self._fenced = False
-        self._exactly_once = self.config.exactly_once
-        #: exactly-once: transactions initialised / a transaction open / aborts in a row
-        self._transactions_ready = False
-        self._in_transaction = False
-        self._aborts = 0
-        self._transactions = 0
-        self._txn_prefix = uuid.uuid4().hex[:12]
-        #: records of aborted transactions skipped during recovery (see _AbortedWriteGuard)
+        #: records of aborted transactions skipped during recovery (exactly-once)
         self._aborted_skipped = 0
 
         base = Path(storage_dir)
@@ -250,13 +208,9 @@ class PartitionRunner:
         self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
 
-        consumer_config = dict(self.config.consumer_config)
-        producer_config = dict(self.config.producer_config)
-        if self._exactly_once:
-            # never read what an open or aborted transaction wrote (this is librdkafka's
-            # default, but a user setting must not turn it off under exactly-once)
-            consumer_config["isolation.level"] = "read_committed"
-            producer_config["transactional.id"] = transactional_id(self.group, partition)
+        # the guarantee is chosen once: it decides the publisher and what consumers need
+        kind = publisher_class(self.config.processing_guarantee)
+        consumer_config = {**self.config.consumer_config, **kind.CONSUMER_SETTINGS}
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
         # the tables' changelogs: own table while recovering or standing by, joins, lookups
         self._follower = ChangelogFollower(
@@ -266,8 +220,21 @@ class PartitionRunner:
             batch_size=self.config.recovery_batch_size,
             name=f"group {self.group} partition {partition}",
         )
-        self._producer = make_producer(
-            brokers, partitioner=self.partitioner, config=producer_config
+        self._publisher: Publisher = kind(
+            brokers,
+            group=self.group,
+            partition=partition,
+            table_topic=graph.table_topic,
+            consumer=self._consumer,
+            partitioner=self.partitioner,
+            partition_count=self._partition_count,
+            store=self.core.commit,
+            discard=self.core.discard_pending,
+            fence=fence,
+            epoch=epoch,
+            producer_config=self.config.producer_config,
+            delivery_timeout=self.config.delivery_timeout,
+            deferred_timeout=self.config.deferred_timeout,
         )
         self._lookup_dir = base / self.group / f"lookups-of-{partition:04d}"
         self._input_topics = set(graph.stream_topics())
@@ -409,12 +376,10 @@ class PartitionRunner:
     def _follow_tables(self) -> None:
         """Hand every table partition to the changelog follower. Under exactly-once the own
         changelog may hold records of aborted transactions on brokers that hand them to
-        read_committed consumers; those are left out (see _AbortedWriteGuard)."""
+        read_committed consumers; those are left out (the publisher's recovery filter)."""
         own = (self.graph.table_topic, self.partition)
         for tp, table in self._tables.items():
-            keep = None
-            if self._exactly_once and tp == own:
-                keep = _AbortedWriteGuard(self._committed_inputs).keeps
+            keep = self._publisher.recovery_filter(self._committed_inputs) if tp == own else None
             self._follower.add(table, keep=keep)
 
     def _committed_inputs(self) -> dict[str, int]:
@@ -465,9 +430,8 @@ class PartitionRunner:
         ``earliest``, or ``latest`` (its end now, read from a fetch, and committed at once so a
         restart before the first batch does not skip what arrived meanwhile).
         """
-        if self._exactly_once and not self._transactions_ready:
-            self._init_transactions()
-            self.recover()
+        if self._publisher.start():
+            self.recover()  # what the fenced owner committed last
         consumer = self._consumer
         inputs = [TopicPartition(t, self.partition) for t in sorted(self._input_topics)]
         committed = consumer.committed(inputs, timeout=10) if inputs else []
@@ -480,7 +444,7 @@ class PartitionRunner:
         starts: dict[tuple[str, int], int] = {}
         if fresh and self.config.initial_offset == "latest":
             starts = end_offsets(consumer, fresh)
-            self._commit_offsets_now(starts)
+            self._publisher.commit_offsets(starts)
         assignment = []
         for tp in committed:
             key = (tp.topic, tp.partition)
@@ -492,50 +456,6 @@ class PartitionRunner:
         # from now on this runner writes its own table; joined and lookup tables stay followed
         self._follower.remove(self.graph.table_topic, self.partition)
         self._state = RunnerState.RUNNING
-
-    def _init_transactions(self) -> None:
-        if self._fence is not None:
-            self._fence()  # a runner that lost its lease must not fence the rightful owner
-        try:
-            self._producer.init_transactions(self.config.delivery_timeout)
-        except KafkaException as exc:
-            raise BrokerError(
-                f"group {self.group} partition {self.partition}: cannot initialise Kafka "
-                f"transactions (transactional.id {transactional_id(self.group, self.partition)!r})"
-                f" at {self.brokers}: {exc.args[0]}. processing_guarantee 'exactly_once' needs "
-                f"a broker with transactions (Kafka >= 2.5 with enough brokers for "
-                f"transaction.state.log.replication.factor); otherwise use 'at_least_once'"
-            ) from exc
-        self._transactions_ready = True
-        logger.info(
-            "group %s partition %d: exactly-once, transactional.id %s",
-            self.group,
-            self.partition,
-            transactional_id(self.group, self.partition),
-        )
-
-    def _commit_offsets_now(self, offsets: Mapping[tuple[str, int], int]) -> None:
-        """Commit input offsets outside a batch (a new group's starting point)."""
-        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
-        if self._fence is not None:
-            self._fence()
-        if not self._exactly_once:
-            self._consumer.commit(offsets=tps, asynchronous=False)
-            return
-        try:
-            self._producer.begin_transaction()
-            self._in_transaction = True
-            self._producer.send_offsets_to_transaction(
-                tps, self._consumer.consumer_group_metadata(), self.config.delivery_timeout
-            )
-            self._producer.commit_transaction(self.config.delivery_timeout)
-            self._in_transaction = False
-        except KafkaException as exc:
-            self._transaction_failed(exc.args[0], exc)
-            raise BrokerError(
-                f"group {self.group} partition {self.partition}: cannot commit the starting "
-                f"offsets {offsets}: {exc.args[0]}"
-            ) from exc
 
     def run_once(self) -> int:
         """Consume, process, publish and commit one batch; returns the input messages handled.
@@ -572,196 +492,13 @@ class PartitionRunner:
         if not inputs:
             return 0
         result = self.core.process(inputs)
-        if self._exactly_once:
-            if not self._publish_transaction(result, starts):
-                self._rewind(starts)
-                return 0
-        else:
-            self._publish_and_commit(result)
+        if not self._publisher.publish(result, starts):
+            self._rewind(starts)  # an aborted transaction: the batch is processed again
+            return 0
+        self._positions.update(result.positions)
         if result.failure is not None:
             raise result.failure
         return len(inputs)
-
-    def _produce_batch(
-        self,
-        result: BatchResult,
-        delivered: list[int],
-        errors: list[KafkaError],
-        extra: Headers | None = None,
-    ) -> None:
-        """Produce the batch's changelog records and emits (``extra`` headers on each)."""
-        table_topic = self.graph.table_topic
-        partition = self.partition
-        table_headers = result.table_headers
-        epoch = self._changelog_headers
-
-        def on_changelog(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-            else:
-                delivered.append(msg.offset())
-
-        def on_emit(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-
-        for key, value in result.table_writes.items():
-            headers = _join_headers(table_headers.get(key), epoch, extra)
-            self._produce(table_topic, key, value, headers, partition, on_changelog)
-        for out in result.emits:
-            headers = _join_headers(out.headers, extra)
-            self._produce(out.topic, out.key, out.value, headers, self._target(out), on_emit)
-
-    def _publish_and_commit(self, result: BatchResult) -> None:
-        if self._fence is not None:
-            self._fence()
-        producer = self._producer
-        delivered: list[int] = []
-        errors: list[KafkaError] = []
-        partition = self.partition
-        self._produce_batch(result, delivered, errors)
-        if result.table_writes or result.emits:
-            remaining = producer.flush(self.config.delivery_timeout)
-            if remaining or errors:
-                self.core.discard_pending()
-                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
-                raise BrokerError(
-                    f"group {self.group} partition {partition}: Kafka did not acknowledge the "
-                    f"batch's writes within {self.config.delivery_timeout}s: {problem}; the batch "
-                    f"will be processed again after a restart"
-                )
-        self.core.commit(result, max(delivered) + 1 if delivered else None)
-        # the writes and emits are out (as Goka); the offsets wait for the deferred commits
-        self._await_deferred(result)
-        if result.positions:
-            if self._fence is not None:
-                self._fence()
-            self._positions.update(result.positions)
-            self._consumer.commit(
-                offsets=[TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
-                asynchronous=True,
-            )
-
-    def _publish_transaction(self, result: BatchResult, starts: Mapping[str, int]) -> bool:
-        """Publish and commit a batch in one Kafka transaction, then write it to LevelDB.
-
-        Returns False if the transaction was aborted (the batch is to be processed again from
-        its first offsets); raises FencedError if another owner took over, BrokerError after
-        :data:`MAX_ABORTS` aborts in a row or on a fatal producer error.
-        """
-        if not (result.table_writes or result.emits or result.positions):
-            return True
-        if self._fence is not None:
-            self._fence()
-        producer = self._producer
-        delivered: list[int] = []
-        errors: list[KafkaError] = []
-        self._transactions += 1
-        marker = [
-            (TXN_HEADER, _txn_marker(starts, result.positions)),
-            (TXN_ID_HEADER, f"{self._txn_prefix}-{self._transactions}".encode()),
-        ]
-        try:
-            producer.begin_transaction()
-            self._in_transaction = True
-            self._produce_batch(result, delivered, errors, marker)
-            remaining = producer.flush(self.config.delivery_timeout)
-            if errors or remaining:
-                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
-                raise _TransactionAborted(problem)
-            self._await_deferred(result)  # a failed one aborts the batch: nothing is committed
-            if result.positions:
-                producer.send_offsets_to_transaction(
-                    [TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
-                    self._consumer.consumer_group_metadata(),
-                    self.config.delivery_timeout,
-                )
-            if self._fence is not None:
-                self._fence()  # the last moment to step back: after this it is committed
-            self._commit_transaction()
-        except (FencedError, ProcessingError):
-            self.core.discard_pending()
-            self._abort_transaction()
-            raise
-        except (KafkaException, _TransactionAborted, SystemError) as exc:
-            self.core.discard_pending()
-            problem = _kafka_problem(exc)
-            self._transaction_failed(problem, exc)
-            self._aborts += 1
-            if self._aborts >= MAX_ABORTS:
-                raise BrokerError(
-                    f"group {self.group} partition {self.partition}: {self._aborts} transactions "
-                    f"in a row were aborted, the last because of: {problem}. Check the broker "
-                    f"(transactions, topic permissions, message.max.bytes)"
-                ) from exc
-            logger.warning(
-                "group %s partition %d: transaction aborted (%s); processing the batch again",
-                self.group,
-                self.partition,
-                problem,
-            )
-            return False
-        self._aborts = 0
-        self.core.commit(result, max(delivered) + 1 if delivered else None)
-        self._positions.update(result.positions)
-        return True
-
-    def _commit_transaction(self) -> None:
-        for attempt in range(1, 4):
-            try:
-                self._producer.commit_transaction(self.config.delivery_timeout)
-                self._in_transaction = False
-                return
-            except KafkaException as exc:
-                err = exc.args[0]
-                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 3:
-                    raise
-                logger.warning(
-                    "group %s partition %d: committing the transaction failed (%s); retrying",
-                    self.group,
-                    self.partition,
-                    err,
-                )
-
-    def _transaction_failed(self, problem: object, exc: BaseException) -> None:
-        """Abort the open transaction, or raise FencedError/BrokerError if the producer is
-        fenced or unusable."""
-        if isinstance(problem, KafkaError):
-            if problem.code() in _FENCED_CODES:
-                self._in_transaction = False
-                self._fenced = True
-                raise FencedError(
-                    f"group {self.group} partition {self.partition}: another producer with "
-                    f"transactional.id {transactional_id(self.group, self.partition)!r} took "
-                    f"over (a new owner of the partition, or this transaction outlived "
-                    f"transaction.timeout.ms): {problem}"
-                ) from exc
-            if problem.fatal():
-                self._in_transaction = False
-                raise BrokerError(
-                    f"group {self.group} partition {self.partition}: the transactional producer "
-                    f"failed and cannot go on: {problem}; the partition must be restarted"
-                ) from exc
-        self._abort_transaction()
-
-    def _abort_transaction(self) -> None:
-        if not self._in_transaction:
-            return
-        self._in_transaction = False
-        try:
-            self._producer.abort_transaction(self.config.delivery_timeout)
-        except KafkaException as exc:
-            err = exc.args[0]
-            if isinstance(err, KafkaError) and err.code() in _FENCED_CODES:
-                self._fenced = True
-                raise FencedError(
-                    f"group {self.group} partition {self.partition}: fenced by a new owner "
-                    f"while aborting a transaction: {err}"
-                ) from exc
-            raise BrokerError(
-                f"group {self.group} partition {self.partition}: cannot abort the transaction: "
-                f"{err}; the partition must be restarted"
-            ) from exc
 
     def _rewind(self, starts: Mapping[str, int]) -> None:
         """Seek the inputs back to a batch's first offsets (after its transaction aborted)."""
@@ -773,21 +510,6 @@ class PartitionRunner:
                     f"group {self.group} partition {self.partition}: cannot go back to "
                     f"{topic}@{offset} after an aborted transaction: {exc}"
                 ) from exc
-
-    def _await_deferred(self, result: BatchResult) -> None:
-        """Wait for the batch's ``ctx.defer_commit()`` callables; ProcessingError if one
-        failed or they are not all called within ``deferred_timeout``."""
-        if not result.deferred:
-            return
-        try:
-            error = result.wait_deferred(self.config.deferred_timeout)
-        except TimeoutError as exc:
-            first = next(d for d in result.deferred if not d.done)
-            raise ProcessingError(
-                self.group, first.topic, first.partition, first.offset, first.key, exc
-            ) from exc
-        if error is not None:
-            raise error
 
     # -- visits -------------------------------------------------------------------------------
 
@@ -831,10 +553,7 @@ class PartitionRunner:
     def _visit_now(self, request: _Visit) -> int:
         while True:
             result = self.core.visit(request.name, request.meta)
-            if not self._exactly_once:
-                self._publish_and_commit(result)
-                break
-            if self._publish_transaction(result, {}):
+            if self._publisher.publish(result, {}):
                 break  # else aborted: visit again (MAX_ABORTS in a row fail the runner)
         if result.failure is not None:
             raise result.failure
@@ -852,33 +571,6 @@ class PartitionRunner:
                     f"{request.name!r} ran; visit again once the group runs"
                 )
             )
-
-    def _target(self, out: OutgoingMessage) -> int | None:
-        if out.partition is not None or self.partitioner.librdkafka_name is not None:
-            return out.partition
-        # the partitioner is not one librdkafka knows: choose the partition here
-        return self.partitioner.partition(out.key or b"", self._partition_count(out.topic))
-
-    def _produce(
-        self,
-        topic: str,
-        key: bytes | None,
-        value: bytes | None,
-        headers: Any,
-        partition: int | None,
-        callback: Callable[[KafkaError | None, Any], None],
-    ) -> None:
-        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
-        if headers:
-            kwargs["headers"] = headers
-        if partition is not None:
-            kwargs["partition"] = partition
-        while True:
-            try:
-                self._producer.produce(topic, **kwargs)
-                return
-            except BufferError:
-                self._producer.poll(0.05)  # local queue full: let deliveries drain
 
     def _refresh_lag(self) -> None:
         lag: dict[str, int] = {}
@@ -925,7 +617,7 @@ class PartitionRunner:
                     last_lag = now
                     self._refresh_lag()
         except FencedError:
-            self._fenced = True
+            self._fenced = self._publisher.fenced = True
             logger.warning(
                 "group %s partition %d: another owner took over; stopping without writing",
                 self.group,
@@ -955,25 +647,9 @@ class PartitionRunner:
             if self._state != RunnerState.FAILED:
                 self._state = RunnerState.STOPPING
             try:
-                if self._exactly_once:
-                    # offsets were committed inside the transactions; end an open one
-                    if not self._fenced:
-                        self._abort_transaction()
-                elif self._fenced:
-                    self._producer.purge()  # a fenced owner sends nothing more
-                else:
-                    self._producer.flush(self.config.delivery_timeout)
-                # positions only ever cover fully published messages, so committing them is
-                # right even after a callback failure; a fenced runner leaves it to the new owner
-                if self._positions and not self._fenced and not self._exactly_once:
-                    if self._fence is not None:
-                        self._fence()  # a final commit is a write too: only with a valid lease
-                    self._consumer.commit(
-                        offsets=[TopicPartition(t, p, o) for (t, p), o in self._positions.items()],
-                        asynchronous=False,
-                    )
+                self._publisher.close(self._positions)
             except FencedError as exc:
-                self._fenced = True
+                self._fenced = self._publisher.fenced = True
                 logger.warning(
                     "group %s partition %d: no final commit, the lease is gone (%s); the next "
                     "owner processes from the last committed offsets",
@@ -1007,96 +683,6 @@ class _Visit:
         self.name = name
         self.meta = meta
         self.future: Future[int] = Future()
-
-
-class _TransactionAborted(Exception):
-    """A transaction's writes were not all acknowledged; it must be aborted."""
-
-
-def _kafka_problem(exc: BaseException) -> object:
-    """The KafkaError (or message) behind a failed producer call.
-
-    confluent-kafka raises a fatal producer error (e.g. fenced) from ``flush`` while delivery
-    callbacks still run, which surfaces as a SystemError caused by the KafkaException.
-    """
-    if isinstance(exc, SystemError):
-        cause = exc.__cause__ or exc.__context__
-        if not isinstance(cause, KafkaException):
-            raise exc
-        exc = cause
-    return exc.args[0] if exc.args else exc
-
-
-def _join_headers(*parts: Headers | None) -> Headers | None:
-    joined: Headers = []
-    for part in parts:
-        if part:
-            joined.extend(part)
-    return joined or None
-
-
-def _txn_marker(starts: Mapping[str, int], positions: Mapping[tuple[str, int], int]) -> bytes:
-    """The :data:`TXN_HEADER` value: ``<topic>=<first>-<next>`` per input topic."""
-    spans = [f"{t}={starts.get(t, o)}-{o}" for (t, _), o in sorted(positions.items())]
-    return ",".join(spans).encode()
-
-
-def _txn_ends(marker: bytes) -> dict[str, int]:
-    """The next input offset per topic after the batch a :data:`TXN_HEADER` describes."""
-    ends: dict[str, int] = {}
-    for span in marker.decode().split(","):
-        if span:
-            topic, _, offsets = span.rpartition("=")
-            ends[topic] = int(offsets.rpartition("-")[2])
-    return ends
-
-
-class _AbortedWriteGuard:
-    """Tells changelog records of aborted transactions apart, by the input offsets they cover.
-
-    Kafka never hands a ``read_committed`` consumer the records of aborted transactions, but
-    some brokers do (Tansu 0.6 sends no aborted-transaction index with its fetch responses).
-    Every record written in an exactly-once batch carries the input offsets the batch
-    consumed (:data:`TXN_HEADER`). A batch whose offsets the group's committed offsets do not
-    reach was aborted: its records are skipped. One whose offsets they reach was committed,
-    or was aborted and then processed again by committed batches that come later in the
-    changelog and overwrite every key it wrote (with deterministic callbacks): applying it
-    is harmless. Records without the header (written at-least-once) are kept.
-    """
-
-    def __init__(self, committed: Callable[[], dict[str, int]]) -> None:
-        self._read_committed = committed
-        self._committed: dict[str, int] | None = None
-        self._verdicts: dict[bytes, bool] = {}
-        self.skipped = 0
-
-    def keeps(self, headers: Headers | None) -> bool:
-        marker = None
-        for name, value in headers or ():
-            if name == TXN_HEADER:
-                marker = value
-        if marker is None:
-            return True
-        verdict = self._verdicts.get(marker)
-        if verdict is None:
-            ends = _txn_ends(marker)
-            verdict = self._covered(ends, refresh=False) or self._covered(ends, refresh=True)
-            self._verdicts[marker] = verdict
-            if not verdict:
-                logger.info(
-                    "skipping changelog records of an aborted transaction (inputs %s): the "
-                    "broker returned them to a read_committed consumer",
-                    marker.decode(),
-                )
-        if not verdict:
-            self.skipped += 1
-        return verdict
-
-    def _covered(self, ends: Mapping[str, int], *, refresh: bool) -> bool:
-        if self._committed is None or refresh:
-            self._committed = self._read_committed()
-        committed = self._committed
-        return all(committed.get(topic, -1) >= end for topic, end in ends.items())
 
 
 def _read_identity(path: Path | None) -> dict[str, Any]:

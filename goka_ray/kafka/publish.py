@@ -1,0 +1,581 @@
+"""Publishers: how a processed batch becomes durable, chosen once per partition runner.
+
+A batch's effects are its coalesced changelog records, its emits, loopbacks and dead letters,
+its table writes (to the local copy) and its input offsets. A publisher makes them durable in
+an order that never lets the local table run ahead of its changelog, nor the offsets ahead of
+the effects:
+
+- :class:`AtLeastOncePublisher` (Goka's guarantee): produce, wait until Kafka acknowledged
+  every record, write the local table and the changelog offset reached (one atomic batch),
+  wait for the batch's deferred commits, commit the input offsets.
+- :class:`TransactionalPublisher` (``processing_guarantee="exactly_once"``, Goka #321): one
+  Kafka transaction per batch holds the records and the input offsets; the local table is
+  written only after the commit. ``transactional.id`` is derived from group and partition
+  (:func:`transactional_id`), so a new owner's ``init_transactions`` fences a zombie.
+
+Invariants:
+
+- ``fence()`` is called before anything of a batch is produced and again before its offsets
+  are committed; once it raised, or the broker fenced the producer, the publisher writes
+  nothing more (:attr:`Publisher.fenced`).
+- The local table is written (``store``) only after Kafka acknowledged (at-least-once) or
+  committed (exactly-once) the batch's changelog records.
+- A batch that fails is never flushed afterwards: the producer's queue is purged
+  (at-least-once) or the transaction aborted (exactly-once). Closing purges what is left.
+- Only the thread that drives the runner calls a publisher.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+
+from goka_ray.core.messages import Headers, OutgoingMessage
+from goka_ray.core.partition import BatchResult
+from goka_ray.core.partitioner import Partitioner
+from goka_ray.errors import BrokerError, FencedError, ProcessingError
+from goka_ray.kafka.changelog import RecordFilter
+from goka_ray.kafka.clients import make_producer
+from goka_ray.kafka.epochs import EPOCH_HEADER
+
+__all__ = [
+    "MAX_ABORTS",
+    "TXN_HEADER",
+    "TXN_ID_HEADER",
+    "AtLeastOncePublisher",
+    "Publisher",
+    "TransactionalPublisher",
+    "publisher_class",
+    "transactional_id",
+]
+
+logger = logging.getLogger(__name__)
+
+#: header on every record written in an exactly-once transaction: the input offsets the
+#: batch consumed, ``<topic>=<first>-<next>`` per input topic, comma separated
+TXN_HEADER = "goka-ray.txn"
+#: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
+TXN_ID_HEADER = "goka-ray.txn-id"
+#: aborted transactions in a row (each batch retried from its first offset) before failing
+MAX_ABORTS = 3
+#: librdkafka error codes meaning "another producer with this transactional.id took over"
+_FENCED_CODES = {
+    KafkaError._FENCED,
+    KafkaError.PRODUCER_FENCED,
+    KafkaError.INVALID_PRODUCER_EPOCH,
+}
+
+Offsets = Mapping[tuple[str, int], int]
+
+
+def transactional_id(group: str, partition: int) -> str:
+    """The ``transactional.id`` of a partition's producer under exactly-once.
+
+    One per group and partition, stable across restarts and hosts: whoever owns the
+    partition next fences the previous owner by initialising transactions under it.
+    """
+    return f"goka-ray.{group}.{partition}"
+
+
+class Publisher(Protocol):
+    """Makes processed batches durable (see the module docstring for the order of work)."""
+
+    #: librdkafka settings this guarantee needs on every consumer of the runner
+    CONSUMER_SETTINGS: ClassVar[Mapping[str, Any]]
+    #: another owner took over: nothing more may be written
+    fenced: bool
+
+    def start(self) -> bool:
+        """Prepare before the first batch. True if a previous owner was fenced just now (its
+        last committed changelog records are then to be recovered before processing)."""
+
+    def publish(self, result: BatchResult, starts: Mapping[str, int]) -> bool:
+        """Publish and commit one batch (``starts``: its first input offset per topic).
+
+        Returns False if the batch must be processed again from ``starts`` (an aborted
+        transaction); raises FencedError, ProcessingError (a deferred commit failed) or
+        BrokerError.
+        """
+
+    def commit_offsets(self, offsets: Offsets) -> None:
+        """Commit input offsets outside a batch (a new group's starting point)."""
+
+    def recovery_filter(self, committed: Callable[[], dict[str, int]]) -> RecordFilter | None:
+        """Which records of the own changelog recovery applies (None: all of them)."""
+
+    def close(self, positions: Offsets) -> None:
+        """Finish: commit ``positions`` where this guarantee commits them at the end, drop
+        whatever was not published."""
+
+
+class _BatchProducer:
+    """What both publishers share: the producer and how a batch's records are produced."""
+
+    def __init__(
+        self,
+        brokers: str,
+        *,
+        group: str,
+        partition: int,
+        table_topic: str,
+        consumer: Consumer,
+        partitioner: Partitioner,
+        partition_count: Callable[[str], int],
+        store: Callable[[BatchResult, int | None], None],
+        discard: Callable[[], None],
+        fence: Callable[[], None] | None = None,
+        epoch: int | None = None,
+        producer_config: Mapping[str, Any] | None = None,
+        delivery_timeout: float = 60.0,
+        deferred_timeout: float = 300.0,
+    ) -> None:
+        self.brokers = brokers
+        self.group = group
+        self.partition = partition
+        self.table_topic = table_topic
+        self.consumer = consumer
+        self.partitioner = partitioner
+        self._partition_count = partition_count
+        self._store = store
+        self._discard = discard
+        self._fence = fence
+        self.delivery_timeout = delivery_timeout
+        self.deferred_timeout = deferred_timeout
+        self.fenced = False
+        # changelog records carry the writer's epoch: who wrote what stays visible
+        self._epoch_headers: Headers | None = (
+            None if epoch is None else [(EPOCH_HEADER, str(epoch).encode())]
+        )
+        self.producer: Producer = make_producer(
+            brokers, partitioner=partitioner, config=self._producer_config(producer_config)
+        )
+
+    def _producer_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        return dict(config or {})
+
+    def fence(self) -> None:
+        if self._fence is not None:
+            self._fence()
+
+    def produce_batch(
+        self,
+        result: BatchResult,
+        delivered: list[int],
+        errors: list[KafkaError],
+        extra: Headers | None = None,
+    ) -> None:
+        """Produce the batch's changelog records and emits (``extra`` headers on each)."""
+        table_topic = self.table_topic
+        partition = self.partition
+        table_headers = result.table_headers
+        epoch = self._epoch_headers
+
+        def on_changelog(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+            else:
+                delivered.append(msg.offset())
+
+        def on_emit(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+
+        for key, value in result.table_writes.items():
+            headers = _join_headers(table_headers.get(key), epoch, extra)
+            self._produce(table_topic, key, value, headers, partition, on_changelog)
+        for out in result.emits:
+            headers = _join_headers(out.headers, extra)
+            self._produce(out.topic, out.key, out.value, headers, self._target(out), on_emit)
+
+    def _target(self, out: OutgoingMessage) -> int | None:
+        if out.partition is not None or self.partitioner.librdkafka_name is not None:
+            return out.partition
+        # the partitioner is not one librdkafka knows: choose the partition here
+        return self.partitioner.partition(out.key or b"", self._partition_count(out.topic))
+
+    def _produce(
+        self,
+        topic: str,
+        key: bytes | None,
+        value: bytes | None,
+        headers: Any,
+        partition: int | None,
+        callback: Callable[[KafkaError | None, Any], None],
+    ) -> None:
+        kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
+        if headers:
+            kwargs["headers"] = headers
+        if partition is not None:
+            kwargs["partition"] = partition
+        while True:
+            try:
+                self.producer.produce(topic, **kwargs)
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def await_deferred(self, result: BatchResult) -> None:
+        """Wait for the batch's ``ctx.defer_commit()`` callables; ProcessingError if one
+        failed or they are not all called within ``deferred_timeout``."""
+        if not result.deferred:
+            return
+        try:
+            error = result.wait_deferred(self.deferred_timeout)
+        except TimeoutError as exc:
+            first = next(d for d in result.deferred if not d.done)
+            raise ProcessingError(
+                self.group, first.topic, first.partition, first.offset, first.key, exc
+            ) from exc
+        if error is not None:
+            raise error
+
+    def purge(self) -> None:
+        """Drop every record not yet acknowledged (a failed batch publishes nothing more)."""
+        try:
+            self.producer.purge()
+            self.producer.poll(0)  # deliver the purge reports to their callbacks
+        except KafkaException as exc:
+            logger.debug("group %s partition %d: purge failed: %s", self.group, self.partition, exc)
+
+    def recovery_filter(self, committed: Callable[[], dict[str, int]]) -> RecordFilter | None:
+        return None
+
+
+class AtLeastOncePublisher(_BatchProducer):
+    """Produce, wait for every acknowledgement, store, wait for deferred commits, commit the
+    offsets (asynchronously; the final ones synchronously at close)."""
+
+    CONSUMER_SETTINGS: ClassVar[Mapping[str, Any]] = {}
+
+    def start(self) -> bool:
+        return False
+
+    def publish(self, result: BatchResult, starts: Mapping[str, int]) -> bool:
+        self.fence()
+        delivered: list[int] = []
+        errors: list[KafkaError] = []
+        self.produce_batch(result, delivered, errors)
+        if result.table_writes or result.emits:
+            remaining = self.producer.flush(self.delivery_timeout)
+            if remaining or errors:
+                self.purge()
+                self._discard()
+                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: Kafka did not acknowledge "
+                    f"the batch's writes within {self.delivery_timeout}s: {problem}; the batch "
+                    f"will be processed again after a restart"
+                )
+        self._store(result, max(delivered) + 1 if delivered else None)
+        # the writes and emits are out (as Goka); the offsets wait for the deferred commits
+        self.await_deferred(result)
+        if result.positions:
+            self.fence()
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
+                asynchronous=True,
+            )
+        return True
+
+    def commit_offsets(self, offsets: Offsets) -> None:
+        self.fence()
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        self.consumer.commit(offsets=tps, asynchronous=False)
+
+    def close(self, positions: Offsets) -> None:
+        # every batch was flushed when published: whatever is queued belongs to a failed one,
+        # and a fenced owner sends nothing more
+        self.purge()
+        # positions only ever cover fully published messages, so committing them is right even
+        # after a callback failure; a fenced runner leaves it to the new owner
+        if positions and not self.fenced:
+            self.fence()  # a final commit is a write too: only with a valid lease
+            self.consumer.commit(
+                offsets=[TopicPartition(t, p, o) for (t, p), o in positions.items()],
+                asynchronous=False,
+            )
+
+
+class TransactionalPublisher(_BatchProducer):
+    """One Kafka transaction per batch: records and input offsets; store after the commit."""
+
+    #: never read what an open or aborted transaction wrote (librdkafka's default, but a user
+    #: setting must not turn it off under exactly-once)
+    CONSUMER_SETTINGS: ClassVar[Mapping[str, Any]] = {"isolation.level": "read_committed"}
+
+    def __init__(self, brokers: str, **kwargs: Any) -> None:
+        self._transactional_id = transactional_id(kwargs["group"], kwargs["partition"])
+        super().__init__(brokers, **kwargs)
+        self._ready = False
+        self._in_transaction = False
+        self._aborts = 0
+        self._transactions = 0
+        self._prefix = uuid.uuid4().hex[:12]
+
+    def _producer_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
+        return {**(config or {}), "transactional.id": self._transactional_id}
+
+    def start(self) -> bool:
+        """Initialise transactions (once): fences any previous owner of the partition and
+        ends the transaction it left open."""
+        if self._ready:
+            return False
+        self.fence()  # a runner that lost its lease must not fence the rightful owner
+        try:
+            self.producer.init_transactions(self.delivery_timeout)
+        except KafkaException as exc:
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot initialise Kafka "
+                f"transactions (transactional.id {self._transactional_id!r}) at {self.brokers}: "
+                f"{exc.args[0]}. processing_guarantee 'exactly_once' needs a broker with "
+                f"transactions (Kafka >= 2.5 with enough brokers for "
+                f"transaction.state.log.replication.factor); otherwise use 'at_least_once'"
+            ) from exc
+        self._ready = True
+        logger.info(
+            "group %s partition %d: exactly-once, transactional.id %s",
+            self.group,
+            self.partition,
+            self._transactional_id,
+        )
+        return True
+
+    def publish(self, result: BatchResult, starts: Mapping[str, int]) -> bool:
+        """Returns False if the transaction was aborted (the batch is to be processed again
+        from its first offsets); raises BrokerError after :data:`MAX_ABORTS` aborts in a row
+        or on a fatal producer error."""
+        if not (result.table_writes or result.emits or result.positions):
+            return True
+        self.fence()
+        producer = self.producer
+        delivered: list[int] = []
+        errors: list[KafkaError] = []
+        self._transactions += 1
+        marker = [
+            (TXN_HEADER, _txn_marker(starts, result.positions)),
+            (TXN_ID_HEADER, f"{self._prefix}-{self._transactions}".encode()),
+        ]
+        try:
+            producer.begin_transaction()
+            self._in_transaction = True
+            self.produce_batch(result, delivered, errors, marker)
+            remaining = producer.flush(self.delivery_timeout)
+            if errors or remaining:
+                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
+                raise _TransactionAborted(problem)
+            self.await_deferred(result)  # a failed one aborts the batch: nothing is committed
+            if result.positions:
+                producer.send_offsets_to_transaction(
+                    [TopicPartition(t, p, o) for (t, p), o in result.positions.items()],
+                    self.consumer.consumer_group_metadata(),
+                    self.delivery_timeout,
+                )
+            self.fence()  # the last moment to step back: after this it is committed
+            self._commit_transaction()
+        except (FencedError, ProcessingError):
+            self._discard()
+            self._abort_transaction()
+            raise
+        except (KafkaException, _TransactionAborted, SystemError) as exc:
+            self._discard()
+            problem = _kafka_problem(exc)
+            self._transaction_failed(problem, exc)
+            self._aborts += 1
+            if self._aborts >= MAX_ABORTS:
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: {self._aborts} transactions "
+                    f"in a row were aborted, the last because of: {problem}. Check the broker "
+                    f"(transactions, topic permissions, message.max.bytes)"
+                ) from exc
+            logger.warning(
+                "group %s partition %d: transaction aborted (%s); processing the batch again",
+                self.group,
+                self.partition,
+                problem,
+            )
+            return False
+        self._aborts = 0
+        self._store(result, max(delivered) + 1 if delivered else None)
+        return True
+
+    def commit_offsets(self, offsets: Offsets) -> None:
+        self.fence()
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            self.producer.begin_transaction()
+            self._in_transaction = True
+            self.producer.send_offsets_to_transaction(
+                tps, self.consumer.consumer_group_metadata(), self.delivery_timeout
+            )
+            self.producer.commit_transaction(self.delivery_timeout)
+            self._in_transaction = False
+        except KafkaException as exc:
+            self._transaction_failed(exc.args[0], exc)
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot commit the starting "
+                f"offsets {dict(offsets)}: {exc.args[0]}"
+            ) from exc
+
+    def recovery_filter(self, committed: Callable[[], dict[str, int]]) -> RecordFilter | None:
+        """The own changelog may hold records of aborted transactions on brokers that hand
+        them to read_committed consumers; recovery leaves those out."""
+        return _AbortedWriteGuard(committed).keeps
+
+    def close(self, positions: Offsets) -> None:
+        # offsets were committed inside the transactions; end an open one
+        if not self.fenced:
+            self._abort_transaction()
+
+    def _commit_transaction(self) -> None:
+        for attempt in range(1, 4):
+            try:
+                self.producer.commit_transaction(self.delivery_timeout)
+                self._in_transaction = False
+                return
+            except KafkaException as exc:
+                err = exc.args[0]
+                if not (isinstance(err, KafkaError) and err.retriable()) or attempt == 3:
+                    raise
+                logger.warning(
+                    "group %s partition %d: committing the transaction failed (%s); retrying",
+                    self.group,
+                    self.partition,
+                    err,
+                )
+
+    def _transaction_failed(self, problem: object, exc: BaseException) -> None:
+        """Abort the open transaction, or raise FencedError/BrokerError if the producer is
+        fenced or unusable."""
+        if isinstance(problem, KafkaError):
+            if problem.code() in _FENCED_CODES:
+                self._in_transaction = False
+                self.fenced = True
+                raise FencedError(
+                    f"group {self.group} partition {self.partition}: another producer with "
+                    f"transactional.id {self._transactional_id!r} took over (a new owner of the "
+                    f"partition, or this transaction outlived transaction.timeout.ms): {problem}"
+                ) from exc
+            if problem.fatal():
+                self._in_transaction = False
+                raise BrokerError(
+                    f"group {self.group} partition {self.partition}: the transactional producer "
+                    f"failed and cannot go on: {problem}; the partition must be restarted"
+                ) from exc
+        self._abort_transaction()
+
+    def _abort_transaction(self) -> None:
+        if not self._in_transaction:
+            return
+        self._in_transaction = False
+        try:
+            self.producer.abort_transaction(self.delivery_timeout)
+        except KafkaException as exc:
+            err = exc.args[0]
+            if isinstance(err, KafkaError) and err.code() in _FENCED_CODES:
+                self.fenced = True
+                raise FencedError(
+                    f"group {self.group} partition {self.partition}: fenced by a new owner "
+                    f"while aborting a transaction: {err}"
+                ) from exc
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot abort the transaction: "
+                f"{err}; the partition must be restarted"
+            ) from exc
+
+
+def publisher_class(
+    guarantee: str,
+) -> type[AtLeastOncePublisher] | type[TransactionalPublisher]:
+    """The publisher of a ``processing_guarantee``: at_least_once or exactly_once."""
+    return TransactionalPublisher if guarantee == "exactly_once" else AtLeastOncePublisher
+
+
+class _TransactionAborted(Exception):
+    """A transaction's writes were not all acknowledged; it must be aborted."""
+
+
+def _kafka_problem(exc: BaseException) -> object:
+    """The KafkaError (or message) behind a failed producer call.
+
+    confluent-kafka raises a fatal producer error (e.g. fenced) from ``flush`` while delivery
+    callbacks still run, which surfaces as a SystemError caused by the KafkaException.
+    """
+    if isinstance(exc, SystemError):
+        cause = exc.__cause__ or exc.__context__
+        if not isinstance(cause, KafkaException):
+            raise exc
+        exc = cause
+    return exc.args[0] if exc.args else exc
+
+
+def _join_headers(*parts: Headers | None) -> Headers | None:
+    joined: Headers = []
+    for part in parts:
+        if part:
+            joined.extend(part)
+    return joined or None
+
+
+def _txn_marker(starts: Mapping[str, int], positions: Offsets) -> bytes:
+    """The :data:`TXN_HEADER` value: ``<topic>=<first>-<next>`` per input topic."""
+    spans = [f"{t}={starts.get(t, o)}-{o}" for (t, _), o in sorted(positions.items())]
+    return ",".join(spans).encode()
+
+
+def _txn_ends(marker: bytes) -> dict[str, int]:
+    """The next input offset per topic after the batch a :data:`TXN_HEADER` describes."""
+    ends: dict[str, int] = {}
+    for span in marker.decode().split(","):
+        if span:
+            topic, _, offsets = span.rpartition("=")
+            ends[topic] = int(offsets.rpartition("-")[2])
+    return ends
+
+
+class _AbortedWriteGuard:
+    """Tells changelog records of aborted transactions apart, by the input offsets they cover.
+
+    Kafka never hands a ``read_committed`` consumer the records of aborted transactions, but
+    some brokers do (Tansu 0.6 sends no aborted-transaction index with its fetch responses).
+    Every record written in an exactly-once batch carries the input offsets the batch
+    consumed (:data:`TXN_HEADER`). A batch whose offsets the group's committed offsets do not
+    reach was aborted: its records are skipped. One whose offsets they reach was committed,
+    or was aborted and then processed again by committed batches that come later in the
+    changelog and overwrite every key it wrote (with deterministic callbacks): applying it
+    is harmless. Records without the header (written at-least-once) are kept.
+    """
+
+    def __init__(self, committed: Callable[[], dict[str, int]]) -> None:
+        self._read_committed = committed
+        self._committed: dict[str, int] | None = None
+        self._verdicts: dict[bytes, bool] = {}
+
+    def keeps(self, headers: Headers | None) -> bool:
+        marker = None
+        for name, value in headers or ():
+            if name == TXN_HEADER:
+                marker = value
+        if marker is None:
+            return True
+        verdict = self._verdicts.get(marker)
+        if verdict is None:
+            ends = _txn_ends(marker)
+            verdict = self._covered(ends, refresh=False) or self._covered(ends, refresh=True)
+            self._verdicts[marker] = verdict
+            if not verdict:
+                logger.info(
+                    "skipping changelog records of an aborted transaction (inputs %s): the "
+                    "broker returned them to a read_committed consumer",
+                    marker.decode(),
+                )
+        return verdict
+
+    def _covered(self, ends: Mapping[str, int], *, refresh: bool) -> bool:
+        if self._committed is None or refresh:
+            self._committed = self._read_committed()
+        committed = self._committed
+        return all(committed.get(topic, -1) >= end for topic, end in ends.items())
