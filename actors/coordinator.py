@@ -116,6 +116,7 @@ class GroupCoordinator:
                 initial_offset=cfg.initial_offset,
                 processing_guarantee=cfg.processing_guarantee,
                 partitioner=cfg.partitioner,
+                max_message_bytes=cfg.max_message_bytes,
                 consumer_config=self.config.consumer_config(),
                 producer_config=self.config.producer_config(),
             ),

@@ -125,3 +125,51 @@ def did_you_mean(name: str, known: Iterable[str]) -> str:
     """
     close = difflib.get_close_matches(name, list(known), n=1, cutoff=0.6)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+class RecordRejected(GokaRayError):
+    """A record goka-ray was to produce (a changelog record, an emit, a loopback, a dead
+    letter) that the producer or the broker refuses: too large, an unknown or invalid topic,
+    not authorised, ...
+
+    It goes through the ``on_error`` policy of the input message that made the record, like a
+    raising callback; under ``fail`` it is the ``error`` of the ProcessingError that names
+    that message. ``topic`` is the output topic, ``key`` the record's key (text), ``size`` and
+    ``limit`` the record's size and the limit it broke in bytes (None where unknown),
+    ``reason`` Kafka's error name (e.g. ``MSG_SIZE_TOO_LARGE``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        topic: str,
+        key: str | None = None,
+        size: int | None = None,
+        limit: int | None = None,
+        reason: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.topic = topic
+        self.key = key
+        self.size = size
+        self.limit = limit
+        self.reason = reason
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # keyword-only fields survive pickling (Ray, multiprocessing)
+        return (
+            _record_rejected,
+            (str(self), self.topic, self.key, self.size, self.limit, self.reason),
+        )
+
+
+def _record_rejected(
+    message: str,
+    topic: str,
+    key: str | None,
+    size: int | None,
+    limit: int | None,
+    reason: str | None,
+) -> RecordRejected:
+    return RecordRejected(message, topic=topic, key=key, size=size, limit=limit, reason=reason)

@@ -21,6 +21,7 @@ their path and what is allowed.
         recover_ahead: false                # recover all tables before any partition processes
         processing_guarantee: at_least_once # at_least_once | exactly_once (Kafka transactions)
         partitioner: murmur2                # murmur2 (Kafka's Java client) | goka (Goka's FNV-1a)
+        max_message_bytes: 1000000          # largest record produced (bytes); larger: on_error
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -74,6 +75,11 @@ class GroupConfig:
     #: key -> partition: ``murmur2`` (Kafka's Java client) or ``goka`` (Goka's FNV-1a hasher,
     #: to share topics with Go processors built on Goka's defaults)
     partitioner: Literal["murmur2", "goka"] = "murmur2"
+    #: the largest record the group may produce, in bytes (key, value, headers and the
+    #: record overhead; the producer's ``message.max.bytes``): a message whose callback makes
+    #: a larger changelog record, emit, loopback or dead letter goes through its input's
+    #: ``on_error`` policy. Raise it together with the topics' ``max.message.bytes``
+    max_message_bytes: int = 1_000_000
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -84,6 +90,7 @@ class GroupConfig:
         _positive(self.batch_size, "batch_size")
         if self.partitions is not None:
             _positive(self.partitions, "partitions")
+        _positive(self.max_message_bytes, "max_message_bytes")
         if not isinstance(self.standby_replicas, int) or self.standby_replicas < 0:
             raise ConfigError(
                 f"standby_replicas={self.standby_replicas!r}: use a whole number >= 0"

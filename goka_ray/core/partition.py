@@ -24,6 +24,7 @@ from typing import Any, Protocol
 from goka_ray.core.codecs import Codec, _decode_error
 from goka_ray.core.context import _UNSET, Context, DeferredCommit
 from goka_ray.core.graph import GroupGraph, StreamEdge
+from goka_ray.core.limits import RecordLimit
 from goka_ray.core.messages import (
     Headers,
     InputMessage,
@@ -39,6 +40,7 @@ from goka_ray.errors import (
     ConfigError,
     ContextError,
     ProcessingError,
+    RecordRejected,
     StorageError,
 )
 
@@ -48,6 +50,14 @@ __all__ = ["VISIT_TOPIC", "BatchResult", "CoreStats", "PartitionCore", "TableRea
 VISIT_TOPIC = "__visit__"
 
 logger = logging.getLogger(__name__)
+
+#: what a rejected message is called in logs, by the stage that rejected it (the dead letter's
+#: ``goka-ray.stage`` header)
+_REJECTED = {
+    "undecodable": "undecodable message",
+    "callback": "message whose callback raised",
+    "produce": "message whose record Kafka refuses",
+}
 
 
 class TableReader(Protocol):
@@ -77,6 +87,9 @@ class BatchResult:
     dead_lettered: int = 0
     #: of the skipped and dead-lettered messages, those whose callback raised (``on_error``)
     callback_errors: int = 0
+    #: of the skipped and dead-lettered messages, those that made a record Kafka refuses
+    #: (``on_error``; see :class:`~goka_ray.errors.RecordRejected`)
+    unproducible: int = 0
     #: keys visited by :meth:`PartitionCore.visit`
     visited: int = 0
     #: set when a callback failed; the failing message and the rest of the batch were not applied
@@ -141,13 +154,19 @@ class CoreStats:
     skipped: int = 0
     dead_lettered: int = 0
     callback_errors: int = 0
+    unproducible: int = 0
     visited: int = 0
     emitted: int = 0
     table_writes: int = 0
 
 
 class PartitionCore:
-    """Processes one partition of a group graph against its table storage."""
+    """Processes one partition of a group graph against its table storage.
+
+    ``limit`` bounds every record the group produces (changelog records, emits, loopbacks,
+    dead letters): a message whose callback makes a larger one goes through its input's
+    ``on_error`` policy, as if the callback raised :class:`~goka_ray.errors.RecordRejected`.
+    """
 
     def __init__(
         self,
@@ -158,8 +177,10 @@ class PartitionCore:
         joins: Mapping[str, Storage] | None = None,
         lookups: Mapping[str, TableReader] | None = None,
         default_headers: Mapping[str, str | bytes] | None = None,
+        limit: RecordLimit | None = None,
     ) -> None:
         self.graph = graph
+        self.limit = limit or RecordLimit()
         self.group = graph.group
         self.partition = partition
         self._streams: dict[str, StreamEdge] = {s.topic: s for s in graph.streams()}
@@ -355,6 +376,12 @@ class PartitionCore:
                 continue
             if self._storage_failure is not None:
                 self._raise_storage_failure()
+            rejected = self._unproducible(key.encode(), ctx)
+            if rejected is not None:
+                if not self._rejected(stream, msg, key, rejected, result):
+                    break
+                positions[(msg.topic, msg.partition)] = msg.offset + 1
+                continue
             if ctx._write is not _UNSET:
                 kb = key.encode()
                 pending[kb] = writes[kb] = ctx._write
@@ -377,6 +404,7 @@ class PartitionCore:
         stats.skipped += result.skipped
         stats.dead_lettered += result.dead_lettered
         stats.callback_errors += result.callback_errors
+        stats.unproducible += result.unproducible
         stats.visited += result.visited
         stats.emitted += len(result.emits) - result.dead_lettered
         stats.table_writes += len(result.table_writes)
@@ -432,6 +460,10 @@ class PartitionCore:
                 break
             if self._storage_failure is not None:
                 self._raise_storage_failure()
+            rejected = self._unproducible(kb, ctx)
+            if rejected is not None:
+                result.failure = self._failure(msg, key, rejected)
+                break
             if ctx._write is not _UNSET:
                 pending[kb] = writes[kb] = ctx._write
                 if ctx._write_headers is not None:
@@ -464,6 +496,52 @@ class PartitionCore:
         """Apply the stream's decode-error policy; False means the batch stops (fail)."""
         return self._reject(stream.on_decode_error, "undecodable", msg, key, exc, result)
 
+    def _unproducible(self, key: bytes, ctx: Context) -> RecordRejected | None:
+        """The first record of a callback's effects that is too large to produce, if any."""
+        limit = self.limit
+        if ctx._write is not _UNSET:
+            rejected = limit.check(
+                "changelog record", self.graph.table_topic, key, ctx._write, ctx._write_headers
+            )
+            if rejected is not None:
+                return rejected
+        loop = self.graph.loop_topic if self.graph.loop is not None else None
+        for out in ctx._emits or ():
+            what = "loopback" if out.topic == loop else "emit"
+            rejected = limit.check(what, out.topic, out.key, out.value, out.headers)
+            if rejected is not None:
+                return rejected
+        return None
+
+    def _rejected(
+        self,
+        stream: StreamEdge,
+        msg: InputMessage,
+        key: str | None,
+        exc: RecordRejected,
+        result: BatchResult,
+    ) -> bool:
+        """Apply the stream's on_error policy to a message that made a record Kafka refuses;
+        False = the batch stops (fail)."""
+        if stream.on_error != "fail":
+            result.unproducible += 1
+        return self._reject(stream.on_error, "produce", msg, key, exc, result)
+
+    def reject(self, msg: InputMessage, error: RecordRejected) -> BatchResult:
+        """The result of ``msg`` when a record it made was refused at publishing (by the
+        producer or the broker, a limit the core could not check): its input's ``on_error``
+        policy applied, as for a raising callback. Publish the result like a batch's. A
+        visit's message (topic ``VISIT_TOPIC``) always fails."""
+        result = BatchResult(group=self.group)
+        stream = self._streams.get(msg.topic)
+        key = None if msg.key is None else msg.key.decode("utf-8", "surrogateescape")
+        if stream is None:
+            result.failure = self._failure(msg, key, error)
+        elif self._rejected(stream, msg, key, error, result):
+            result.positions[(msg.topic, msg.partition)] = msg.offset + 1
+        self._count(result)
+        return result
+
     def _callback_error(
         self,
         stream: StreamEdge,
@@ -494,7 +572,7 @@ class PartitionCore:
     ) -> bool:
         """Fail, skip or dead-letter a message; False means the batch stops (fail)."""
         where = f"{msg.topic}[{msg.partition}]@{msg.offset}"
-        what = "undecodable message" if stage == "undecodable" else "message whose callback raised"
+        what = _REJECTED[stage]
         if policy == "fail":
             result.failure = self._failure(msg, key, exc)
             return False
@@ -502,7 +580,7 @@ class PartitionCore:
             logger.warning("group %s: skipping %s %s: %s", self.group, what, where, exc)
             result.skipped += 1
             return True
-        error = str(exc) if stage == "undecodable" else f"{type(exc).__name__}: {exc}"
+        error = f"{type(exc).__name__}: {exc}" if stage != "undecodable" else str(exc)
         headers = list(msg.headers or ())
         headers += [
             ("goka-ray.error", error.encode()),
@@ -511,9 +589,12 @@ class PartitionCore:
             ("goka-ray.partition", str(msg.partition).encode()),
             ("goka-ray.offset", str(msg.offset).encode()),
         ]
-        result.emits.append(
-            OutgoingMessage(self.graph.dead_letter_topic, msg.key, msg.value, headers)
-        )
+        dlq = self.graph.dead_letter_topic
+        too_large = self.limit.check("dead letter", dlq, msg.key, msg.value, headers)
+        if too_large is not None:  # cannot be dead-lettered either: the partition stops
+            result.failure = self._failure(msg, key, too_large)
+            return False
+        result.emits.append(OutgoingMessage(dlq, msg.key, msg.value, headers))
         result.dead_lettered += 1
         logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, exc)
         return True

@@ -19,6 +19,7 @@ from typing import Any
 from goka_ray.core.codecs import Codec
 from goka_ray.core.context import DeferredCommit
 from goka_ray.core.graph import GroupGraph
+from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
 from goka_ray.core.messages import InputMessage, OutgoingMessage, headers_dict, headers_list
 from goka_ray.core.partition import BatchResult, PartitionCore
 from goka_ray.core.partitioner import MURMUR2, Partitioner
@@ -47,6 +48,10 @@ class Tester:
 
     ``default_headers`` are put on every changelog record, emit and loopback of every group,
     under the headers a callback passes (as ``PartitionCore(default_headers=...)``).
+    ``max_message_bytes`` bounds every record a group produces, as a group's
+    ``max_message_bytes`` setting does on the cluster: a message that makes a larger record
+    goes through its input's ``on_error`` policy (``fail``: :meth:`consume` raises a
+    ProcessingError whose ``error`` is a :class:`~goka_ray.errors.RecordRejected`).
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -57,6 +62,7 @@ class Tester:
         partitions: int = 4,
         partitioner: Partitioner = MURMUR2,
         default_headers: Mapping[str, str | bytes] | None = None,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     ) -> None:
         if not graphs:
             raise ConfigError("Tester() needs at least one group graph")
@@ -69,6 +75,7 @@ class Tester:
         self.partitions = partitions
         self.partitioner = partitioner
         self.default_headers = dict(default_headers or {})
+        self.limit = RecordLimit(max_message_bytes)
         self._table_codecs: dict[str, Codec] = {}
         for g in graphs:
             for j in g.joins:
@@ -112,6 +119,7 @@ class Tester:
                         for lk in g.lookups
                     },
                     default_headers=self.default_headers,
+                    limit=self.limit,
                 )
                 for p in range(n)
             ]

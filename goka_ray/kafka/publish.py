@@ -22,6 +22,11 @@ Invariants:
   committed (exactly-once) the batch's changelog records.
 - A batch that fails is never flushed afterwards: the producer's queue is purged
   (at-least-once) or the transaction aborted (exactly-once). Closing purges what is left.
+- A record the producer or the broker refuses (too large, unknown or invalid topic, not
+  authorised, ...: :data:`RECORD_ERRORS`) fails the whole batch that way and raises
+  :class:`~goka_ray.errors.RecordRejected` naming the record; the runner then finds the input
+  message that made it and applies its ``on_error`` policy. Any other failure to publish is
+  the broker's (BrokerError, or an aborted transaction processed again).
 - Only the thread that drives the runner calls a publisher.
 """
 
@@ -29,21 +34,29 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, ClassVar, Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
+from goka_ray.core.limits import (
+    DEFAULT_MAX_MESSAGE_BYTES,
+    EPOCH_HEADER_BYTES,
+    header_bytes,
+    record_size,
+)
 from goka_ray.core.messages import Headers, OutgoingMessage
 from goka_ray.core.partition import BatchResult
 from goka_ray.core.partitioner import Partitioner
-from goka_ray.errors import BrokerError, FencedError, ProcessingError
+from goka_ray.errors import BrokerError, FencedError, ProcessingError, RecordRejected
 from goka_ray.kafka.changelog import RecordFilter
 from goka_ray.kafka.clients import make_producer
 from goka_ray.kafka.epochs import EPOCH_HEADER
 
 __all__ = [
     "MAX_ABORTS",
+    "RECORD_ERRORS",
+    "ROLLBACK_HEADER",
     "TXN_HEADER",
     "TXN_ID_HEADER",
     "AtLeastOncePublisher",
@@ -60,6 +73,8 @@ logger = logging.getLogger(__name__)
 TXN_HEADER = "goka-ray.txn"
 #: header naming the transaction itself, unique per transaction: ``<runner id>-<number>``
 TXN_ID_HEADER = "goka-ray.txn-id"
+#: header on the changelog records that roll back a batch Kafka refused part of
+ROLLBACK_HEADER = "goka-ray.rollback"
 #: aborted transactions in a row (each batch retried from its first offset) before failing
 MAX_ABORTS = 3
 #: librdkafka error codes meaning "another producer with this transactional.id took over"
@@ -69,7 +84,36 @@ _FENCED_CODES = {
     KafkaError.INVALID_PRODUCER_EPOCH,
 }
 
+#: errors that refuse one record (not the broker failing): the input message that made the
+#: record goes through its on_error policy
+RECORD_ERRORS = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.TOPIC_EXCEPTION,  # an invalid topic name
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.POLICY_VIOLATION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,  # final once topic.metadata.propagation.max.ms passed
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError._INVALID_ARG,
+    }
+)
+
 Offsets = Mapping[tuple[str, int], int]
+
+
+class _Refused:
+    """A record Kafka refused, as its delivery report (or produce call) told."""
+
+    __slots__ = ("error", "key", "kind", "size", "topic")
+
+    def __init__(
+        self, kind: str, topic: str, key: bytes | None, size: int, error: KafkaError
+    ) -> None:
+        self.kind, self.topic, self.key, self.size, self.error = kind, topic, key, size, error
 
 
 def transactional_id(group: str, partition: int) -> str:
@@ -127,11 +171,14 @@ class _BatchProducer:
         partition_count: Callable[[str], int],
         store: Callable[[BatchResult, int | None], None],
         discard: Callable[[], None],
+        stored: Callable[[bytes], bytes | None] = lambda key: None,
         fence: Callable[[], None] | None = None,
         epoch: int | None = None,
         producer_config: Mapping[str, Any] | None = None,
         delivery_timeout: float = 60.0,
         deferred_timeout: float = 300.0,
+        max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+        kinds: Mapping[str, str] | None = None,
     ) -> None:
         self.brokers = brokers
         self.group = group
@@ -142,20 +189,33 @@ class _BatchProducer:
         self._partition_count = partition_count
         self._store = store
         self._discard = discard
+        self._stored = stored
         self._fence = fence
         self.delivery_timeout = delivery_timeout
         self.deferred_timeout = deferred_timeout
         self.fenced = False
+        #: the producer's limit on a record (bytes): the group's max_message_bytes unless the
+        #: producer settings name message.max.bytes themselves
+        self.max_message_bytes = int(
+            (producer_config or {}).get("message.max.bytes", max_message_bytes)
+        )
+        self._kinds = {topic: kind for topic, kind in (kinds or {}).items()}
         # changelog records carry the writer's epoch: who wrote what stays visible
         self._epoch_headers: Headers | None = (
             None if epoch is None else [(EPOCH_HEADER, str(epoch).encode())]
         )
+        self._client_config = self._producer_config(producer_config)
         self.producer: Producer = make_producer(
-            brokers, partitioner=partitioner, config=self._producer_config(producer_config)
+            brokers, partitioner=partitioner, config=self._client_config
         )
 
     def _producer_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        return dict(config or {})
+        return {"message.max.bytes": self.max_message_bytes, **(config or {})}
+
+    @classmethod
+    def reserved_bytes(cls, input_topics: Iterable[str]) -> int:
+        """The most header bytes this publisher adds to a record (the writer's epoch)."""
+        return EPOCH_HEADER_BYTES
 
     def fence(self) -> None:
         if self._fence is not None:
@@ -166,30 +226,71 @@ class _BatchProducer:
         result: BatchResult,
         delivered: list[int],
         errors: list[KafkaError],
+        refused: list[_Refused],
         extra: Headers | None = None,
     ) -> None:
-        """Produce the batch's changelog records and emits (``extra`` headers on each)."""
+        """Produce the batch's changelog records and emits (``extra`` headers on each).
+
+        Acknowledged changelog offsets go to ``delivered``; records Kafka refused (at once or
+        in their delivery report) to ``refused``, other delivery errors to ``errors``. Stops
+        producing at the first record refused at once.
+        """
         table_topic = self.table_topic
         partition = self.partition
         table_headers = result.table_headers
         epoch = self._epoch_headers
 
-        def on_changelog(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
-            else:
-                delivered.append(msg.offset())
+        def reporter(kind: str, topic: str, key: bytes | None, size: int) -> Any:
+            def on_delivery(err: KafkaError | None, msg: Any) -> None:
+                if err is None:
+                    if kind == "changelog record":
+                        delivered.append(msg.offset())
+                elif err.code() in RECORD_ERRORS:
+                    refused.append(_Refused(kind, topic, key, size, err))
+                else:
+                    errors.append(err)
 
-        def on_emit(err: KafkaError | None, msg: Any) -> None:
-            if err is not None:
-                errors.append(err)
+            return on_delivery
 
         for key, value in result.table_writes.items():
             headers = _join_headers(table_headers.get(key), epoch, extra)
-            self._produce(table_topic, key, value, headers, partition, on_changelog)
+            size = record_size(key, value, headers)
+            callback = reporter("changelog record", table_topic, key, size)
+            if not self._produce(table_topic, key, value, headers, partition, callback):
+                return
         for out in result.emits:
             headers = _join_headers(out.headers, extra)
-            self._produce(out.topic, out.key, out.value, headers, self._target(out), on_emit)
+            size = record_size(out.key, out.value, headers)
+            callback = reporter(self._kind(out.topic), out.topic, out.key, size)
+            target = self._target(out)
+            if not self._produce(out.topic, out.key, out.value, headers, target, callback):
+                return
+
+    def _kind(self, topic: str) -> str:
+        return self._kinds.get(topic, "emit")
+
+    def refusal(self, refused: _Refused) -> RecordRejected:
+        """The error that tells a user which record Kafka refused, and why."""
+        err = refused.error
+        key = None if refused.key is None else refused.key.decode("utf-8", "backslashreplace")
+        limit = None
+        advice = "check the topic and the group's permissions on it"
+        if err.code() in (KafkaError.MSG_SIZE_TOO_LARGE, KafkaError.RECORD_LIST_TOO_LARGE):
+            limit = self.max_message_bytes
+            advice = (
+                f"the producer's message.max.bytes is {limit:,} bytes and the broker's or the "
+                f"topic's max.message.bytes may be lower; store or emit less per key, or raise "
+                f"both limits"
+            )
+        return RecordRejected(
+            f"Kafka refused the {refused.kind} to {refused.topic!r} for key {key!r} "
+            f"({refused.size:,} bytes): {err.name()} ({err.str()}); {advice}",
+            topic=refused.topic,
+            key=key,
+            size=refused.size,
+            limit=limit,
+            reason=err.name(),
+        )
 
     def _target(self, out: OutgoingMessage) -> int | None:
         if out.partition is not None or self.partitioner.librdkafka_name is not None:
@@ -205,7 +306,9 @@ class _BatchProducer:
         headers: Any,
         partition: int | None,
         callback: Callable[[KafkaError | None, Any], None],
-    ) -> None:
+    ) -> bool:
+        """Produce one record; False if the producer refused it at once (the refusal went
+        to ``callback``)."""
         kwargs: dict[str, Any] = {"key": key, "value": value, "on_delivery": callback}
         if headers:
             kwargs["headers"] = headers
@@ -214,9 +317,15 @@ class _BatchProducer:
         while True:
             try:
                 self.producer.produce(topic, **kwargs)
-                return
+                return True
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
+            except KafkaException as exc:
+                err = exc.args[0] if exc.args else None
+                if not isinstance(err, KafkaError) or err.code() not in RECORD_ERRORS:
+                    raise
+                callback(err, None)
+                return False
 
     def await_deferred(self, result: BatchResult) -> None:
         """Wait for the batch's ``ctx.defer_commit()`` callables; ProcessingError if one
@@ -233,13 +342,24 @@ class _BatchProducer:
         if error is not None:
             raise error
 
-    def purge(self) -> None:
-        """Drop every record not yet acknowledged (a failed batch publishes nothing more)."""
+    def purge(self, *, replace: bool = True) -> None:
+        """Drop every record not yet sent (a failed batch publishes nothing more), wait for
+        those already sent to be answered, and (``replace``) go on with a new producer.
+
+        librdkafka carries a purge out on its broker threads, possibly after ``purge``
+        returned: a record produced just after it may be purged too. A fresh producer keeps
+        the next records (a rollback, the next batch) out of its reach.
+        """
+        old = self.producer
         try:
-            self.producer.purge()
-            self.producer.poll(0)  # deliver the purge reports to their callbacks
+            old.purge(in_queue=True, in_flight=False, blocking=True)
+            old.flush(self.delivery_timeout)
         except KafkaException as exc:
             logger.debug("group %s partition %d: purge failed: %s", self.group, self.partition, exc)
+        if replace:
+            self.producer = make_producer(
+                self.brokers, partitioner=self.partitioner, config=self._client_config
+            )
 
     def recovery_filter(self, committed: Callable[[], dict[str, int]]) -> RecordFilter | None:
         return None
@@ -258,18 +378,25 @@ class AtLeastOncePublisher(_BatchProducer):
         self.fence()
         delivered: list[int] = []
         errors: list[KafkaError] = []
-        self.produce_batch(result, delivered, errors)
-        if result.table_writes or result.emits:
+        refused: list[_Refused] = []
+        self.produce_batch(result, delivered, errors, refused)
+        remaining = 0
+        if (result.table_writes or result.emits) and not refused:
             remaining = self.producer.flush(self.delivery_timeout)
-            if remaining or errors:
-                self.purge()
-                self._discard()
-                problem = errors[0] if errors else f"{remaining} messages not acknowledged"
-                raise BrokerError(
-                    f"group {self.group} partition {self.partition}: Kafka did not acknowledge "
-                    f"the batch's writes within {self.delivery_timeout}s: {problem}; the batch "
-                    f"will be processed again after a restart"
-                )
+        if refused:  # nothing more of the batch goes out, and what did is rolled back; the
+            self.purge()  # runner then finds the message that made the refused record
+            self._roll_back(result)
+            self._discard()
+            raise self.refusal(refused[0])
+        if remaining or errors:
+            self.purge()
+            self._discard()
+            problem = errors[0] if errors else f"{remaining} messages not acknowledged"
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: Kafka did not acknowledge "
+                f"the batch's writes within {self.delivery_timeout}s: {problem}; the batch "
+                f"will be processed again after a restart"
+            )
         self._store(result, max(delivered) + 1 if delivered else None)
         # the writes and emits are out (as Goka); the offsets wait for the deferred commits
         self.await_deferred(result)
@@ -281,6 +408,37 @@ class AtLeastOncePublisher(_BatchProducer):
             )
         return True
 
+    def _roll_back(self, result: BatchResult) -> None:
+        """Put the stored (last committed) value of each key the failed batch wrote back on
+        top of the changelog, so the changelog says what the table and the committed offsets
+        say: a restart recovers exactly that and processes the batch again, never on top of
+        its own uncommitted writes (which inflated counts on every restart)."""
+        if not result.table_writes:
+            return
+        errors: list[KafkaError] = []
+
+        def on_delivery(err: KafkaError | None, msg: Any) -> None:
+            if err is not None:
+                errors.append(err)
+
+        headers = _join_headers(self._epoch_headers, [(ROLLBACK_HEADER, b"1")])
+        for key in result.table_writes:
+            value = self._stored(key)
+            self._produce(self.table_topic, key, value, headers, self.partition, on_delivery)
+        remaining = self.producer.flush(self.delivery_timeout)
+        if remaining or errors:
+            problem = errors[0] if errors else f"{remaining} records not acknowledged"
+            raise BrokerError(
+                f"group {self.group} partition {self.partition}: cannot roll the changelog back "
+                f"after a refused record ({problem}); the partition must be restarted"
+            )
+        logger.info(
+            "group %s partition %d: rolled the changelog back to the stored values of %d keys",
+            self.group,
+            self.partition,
+            len(result.table_writes),
+        )
+
     def commit_offsets(self, offsets: Offsets) -> None:
         self.fence()
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
@@ -289,7 +447,7 @@ class AtLeastOncePublisher(_BatchProducer):
     def close(self, positions: Offsets) -> None:
         # every batch was flushed when published: whatever is queued belongs to a failed one,
         # and a fenced owner sends nothing more
-        self.purge()
+        self.purge(replace=False)
         # positions only ever cover fully published messages, so committing them is right even
         # after a callback failure; a fenced runner leaves it to the new owner
         if positions and not self.fenced:
@@ -317,7 +475,15 @@ class TransactionalPublisher(_BatchProducer):
         self._prefix = uuid.uuid4().hex[:12]
 
     def _producer_config(self, config: Mapping[str, Any] | None) -> dict[str, Any]:
-        return {**(config or {}), "transactional.id": self._transactional_id}
+        return {**super()._producer_config(config), "transactional.id": self._transactional_id}
+
+    @classmethod
+    def reserved_bytes(cls, input_topics: Iterable[str]) -> int:
+        """The writer's epoch and the transaction headers (:data:`TXN_HEADER`,
+        :data:`TXN_ID_HEADER`) at their longest for these input topics."""
+        spans = ",".join(f"{t}={'9' * 19}-{'9' * 19}" for t in sorted(input_topics))
+        headers = [(TXN_HEADER, spans.encode()), (TXN_ID_HEADER, b"f" * 12 + b"-" + b"9" * 19)]
+        return EPOCH_HEADER_BYTES + header_bytes(headers)
 
     def start(self) -> bool:
         """Initialise transactions (once): fences any previous owner of the partition and
@@ -354,6 +520,7 @@ class TransactionalPublisher(_BatchProducer):
         producer = self.producer
         delivered: list[int] = []
         errors: list[KafkaError] = []
+        refused: list[_Refused] = []
         self._transactions += 1
         marker = [
             (TXN_HEADER, _txn_marker(starts, result.positions)),
@@ -362,8 +529,10 @@ class TransactionalPublisher(_BatchProducer):
         try:
             producer.begin_transaction()
             self._in_transaction = True
-            self.produce_batch(result, delivered, errors, marker)
-            remaining = producer.flush(self.delivery_timeout)
+            self.produce_batch(result, delivered, errors, refused, marker)
+            remaining = 0 if refused else producer.flush(self.delivery_timeout)
+            if refused:
+                raise self.refusal(refused[0])
             if errors or remaining:
                 problem = errors[0] if errors else f"{remaining} messages not acknowledged"
                 raise _TransactionAborted(problem)
@@ -376,9 +545,9 @@ class TransactionalPublisher(_BatchProducer):
                 )
             self.fence()  # the last moment to step back: after this it is committed
             self._commit_transaction()
-        except (FencedError, ProcessingError):
+        except (FencedError, ProcessingError, RecordRejected):
             self._discard()
-            self._abort_transaction()
+            self._abort_transaction()  # purges what the transaction produced
             raise
         except (KafkaException, _TransactionAborted, SystemError) as exc:
             self._discard()

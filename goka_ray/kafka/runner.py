@@ -48,12 +48,19 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from goka_ray.core.graph import GroupGraph
+from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
 from goka_ray.core.messages import InputMessage
-from goka_ray.core.partition import PartitionCore
+from goka_ray.core.partition import VISIT_TOPIC, PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
 from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
 from goka_ray.core.tables import PartitionedTable, TablePartition
-from goka_ray.errors import BrokerError, FencedError, GokaRayError, ProcessingError
+from goka_ray.errors import (
+    BrokerError,
+    FencedError,
+    GokaRayError,
+    ProcessingError,
+    RecordRejected,
+)
 from goka_ray.kafka.changelog import ChangelogFollower
 from goka_ray.kafka.clients import end_offsets, make_consumer
 from goka_ray.kafka.publish import Publisher, publisher_class
@@ -109,6 +116,10 @@ class RunnerConfig:
     deferred_timeout: float = 300.0
     #: headers on every changelog record, emit and loopback (under the per-call headers)
     default_headers: Mapping[str, str | bytes] = field(default_factory=dict)
+    #: the largest record the group may produce (bytes, key + value + headers + overhead):
+    #: the producer's ``message.max.bytes`` unless ``producer_config`` sets that itself. A
+    #: message whose callback makes a larger record goes through its input's ``on_error``
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
     consumer_config: Mapping[str, Any] = field(default_factory=dict)
     producer_config: Mapping[str, Any] = field(default_factory=dict)
 
@@ -198,18 +209,23 @@ class PartitionRunner:
             j.table: self._open(partition_dir(base, self.group, j.table, partition))
             for j in graph.joins
         }
+        # the guarantee is chosen once: it decides the publisher and what consumers need
+        kind = publisher_class(self.config.processing_guarantee)
+        self._input_topics = set(graph.stream_topics())
+        max_bytes = int(
+            self.config.producer_config.get("message.max.bytes", self.config.max_message_bytes)
+        )
         self.core = PartitionCore(
             graph,
             partition,
             table_storage,
             joins=joins,
             default_headers=self.config.default_headers or None,
+            limit=RecordLimit(max_bytes, kind.reserved_bytes(self._input_topics)),
         )
         self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
 
-        # the guarantee is chosen once: it decides the publisher and what consumers need
-        kind = publisher_class(self.config.processing_guarantee)
         consumer_config = {**self.config.consumer_config, **kind.CONSUMER_SETTINGS}
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
         # the tables' changelogs: own table while recovering or standing by, joins, lookups
@@ -230,14 +246,21 @@ class PartitionRunner:
             partition_count=self._partition_count,
             store=self.core.commit,
             discard=self.core.discard_pending,
+            stored=self._stored_value,
             fence=fence,
             epoch=epoch,
             producer_config=self.config.producer_config,
             delivery_timeout=self.config.delivery_timeout,
             deferred_timeout=self.config.deferred_timeout,
+            max_message_bytes=max_bytes,
+            kinds={graph.loop_topic: "loopback", graph.dead_letter_topic: "dead letter"},
         )
         self._lookup_dir = base / self.group / f"lookups-of-{partition:04d}"
-        self._input_topics = set(graph.stream_topics())
+
+    def _stored_value(self, key: bytes) -> bytes | None:
+        """The committed value of ``key`` in the group table (what a rollback restores)."""
+        table = self.core.table
+        return None if table is None else table.storage.get(key)
 
     def _open(self, path: Path) -> LevelDBStorage:
         storage = LevelDBStorage(path)
@@ -492,12 +515,51 @@ class PartitionRunner:
         if not inputs:
             return 0
         result = self.core.process(inputs)
-        if not self._publisher.publish(result, starts):
+        try:
+            published = self._publisher.publish(result, starts)
+        except RecordRejected as rejected:
+            logger.warning(
+                "group %s partition %d: %s; processing the batch message by message to find "
+                "the input that made the record",
+                self.group,
+                self.partition,
+                rejected,
+            )
+            return self._one_by_one(inputs)
+        if not published:
             self._rewind(starts)  # an aborted transaction: the batch is processed again
             return 0
         self._positions.update(result.positions)
         if result.failure is not None:
             raise result.failure
+        return len(inputs)
+
+    def _one_by_one(self, inputs: list[InputMessage]) -> int:
+        """Process and publish a batch whose records Kafka refused one message at a time
+        (nothing of it was stored or committed), so the refusal is attributed to the message
+        that made the record: that message goes through its input's ``on_error`` policy."""
+        for i, msg in enumerate(inputs):
+            result = self.core.process([msg])
+            try:
+                published = self._publisher.publish(result, {msg.topic: msg.offset})
+            except RecordRejected as rejected:
+                result = self.core.reject(msg, rejected)
+                try:
+                    published = self._publisher.publish(result, {msg.topic: msg.offset})
+                except RecordRejected as again:  # e.g. the dead letter refused too
+                    key = None if msg.key is None else msg.key.decode("utf-8", "surrogateescape")
+                    raise ProcessingError(
+                        self.group, msg.topic, msg.partition, msg.offset, key, again
+                    ) from again
+            if not published:  # an aborted transaction: go on from this message next time
+                rest: dict[str, int] = {}
+                for m in inputs[i:]:
+                    rest.setdefault(m.topic, m.offset)
+                self._rewind(rest)
+                return i
+            self._positions.update(result.positions)
+            if result.failure is not None:
+                raise result.failure
         return len(inputs)
 
     def _rewind(self, starts: Mapping[str, int]) -> None:
@@ -553,8 +615,13 @@ class PartitionRunner:
     def _visit_now(self, request: _Visit) -> int:
         while True:
             result = self.core.visit(request.name, request.meta)
-            if self._publisher.publish(result, {}):
-                break  # else aborted: visit again (MAX_ABORTS in a row fail the runner)
+            try:
+                if self._publisher.publish(result, {}):
+                    break  # else aborted: visit again (MAX_ABORTS in a row fail the runner)
+            except RecordRejected as rejected:  # as a record the core refused: the visit fails
+                raise ProcessingError(
+                    self.group, VISIT_TOPIC, self.partition, -1, rejected.key, rejected
+                ) from rejected
         if result.failure is not None:
             raise result.failure
         return result.visited
