@@ -300,15 +300,9 @@ class PartitionActor:
                     node_id=self._node_id,
                     actor_name=self.name,
                     pid=os.getpid(),
-                    offsets=st.offsets,
-                    lag=st.lag,
-                    keys=st.keys,
                     epoch=owned.epoch,
-                    processed=st.processed,
-                    skipped=st.skipped,
-                    dead_lettered=st.dead_lettered,
-                    recovered=st.recovered,
                     error=None if error is None else f"{type(error).__name__}: {error}",
+                    stats=st.stats,
                 )
             )
         return out

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import enum
-from dataclasses import dataclass, field
-from typing import ClassVar
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+from goka_ray.core.stats import PartitionStats, StatsFields
 
 __all__ = [
     "Assignment",
@@ -44,8 +46,10 @@ class PartitionState(enum.StrEnum):
 
 
 @dataclass(frozen=True)
-class PartitionStatus:
-    """One partition of a processor group."""
+class PartitionStatus(StatsFields):
+    """One partition of a processor group: where it runs, its state, and its runner's
+    :class:`~goka_ray.core.stats.PartitionStats` (offsets, lag, keys and the counters, read as
+    attributes too: ``status.processed``, ``status.lag``, ...)."""
 
     partition: int
     #: a :class:`PartitionState` value (a ``str``): idle | recovering | recovered | running |
@@ -54,20 +58,18 @@ class PartitionStatus:
     node_id: str | None = None
     actor_name: str | None = None
     pid: int | None = None
-    #: next offset to process, per input topic
-    offsets: dict[str, int] = field(default_factory=dict)
-    #: messages behind the end of each input topic
-    lag: dict[str, int] = field(default_factory=dict)
-    keys: int = 0
     restarts: int = 0
     epoch: int = 0
-    processed: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    recovered: int = 0
     error: str | None = None
     #: live standby copies of this partition (``standby_replicas``)
     standbys: int = 0
+    stats: PartitionStats = field(default_factory=PartitionStats)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form: the status's fields with the stats' fields beside them."""
+        out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stats"}
+        out.update(self.stats.as_dict())
+        return out
 
 
 @dataclass(frozen=True)
@@ -92,6 +94,15 @@ class GroupStatus:
     @property
     def keys(self) -> int:
         return sum(p.keys for p in self.partitions)
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON form (``goka-ray status --json``, the monitor's API)."""
+        return {
+            "group": self.group,
+            "state": self.state,
+            "partitions": [p.as_dict() for p in self.partitions],
+            "error": self.error,
+        }
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from goka_ray.core.messages import (
     headers_dict,
     headers_list,
 )
+from goka_ray.core.stats import CounterFields, PartitionStats
 from goka_ray.core.storage import MemoryStorage, Storage, WriteBatch
 from goka_ray.core.tables import ChangelogRecord, TablePartition
 from goka_ray.errors import (
@@ -44,7 +45,7 @@ from goka_ray.errors import (
     StorageError,
 )
 
-__all__ = ["VISIT_TOPIC", "BatchResult", "CoreStats", "PartitionCore", "TableReader"]
+__all__ = ["VISIT_TOPIC", "BatchResult", "PartitionCore", "TableReader"]
 
 #: ``ctx.topic`` of a Visitor's callback
 VISIT_TOPIC = "__visit__"
@@ -67,8 +68,13 @@ class TableReader(Protocol):
 
 
 @dataclass
-class BatchResult:
-    """What processing a batch produced, to be published before the batch counts as done."""
+class BatchResult(CounterFields):
+    """What processing a batch produced, to be published before the batch counts as done.
+
+    ``stats`` holds the batch's counters (also readable as ``result.processed`` etc.); they
+    were added to the partition's :class:`~goka_ray.core.stats.PartitionStats` when the batch
+    was processed.
+    """
 
     #: coalesced table writes (key -> encoded value, None = delete), for storage and changelog
     table_writes: dict[bytes, bytes | None] = field(default_factory=dict)
@@ -80,18 +86,11 @@ class BatchResult:
     #: next offset to consume per (topic, partition) of the messages handled (processed,
     #: skipped or dead-lettered); commit these once everything above is acknowledged
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
-    processed: int = 0
-    #: messages skipped: undecodable, ignored tombstones, or whose callback raised (``skip``)
-    skipped: int = 0
-    #: messages forwarded to ``<group>-dlq``, undecodable or whose callback raised
-    dead_lettered: int = 0
-    #: of the skipped and dead-lettered messages, those whose callback raised (``on_error``)
-    callback_errors: int = 0
-    #: of the skipped and dead-lettered messages, those that made a record Kafka refuses
-    #: (``on_error``; see :class:`~goka_ray.errors.RecordRejected`)
-    unproducible: int = 0
-    #: keys visited by :meth:`PartitionCore.visit`
-    visited: int = 0
+    #: the batch's counters: processed; skipped (undecodable, ignored tombstones, or whose
+    #: callback raised under ``skip``); dead_lettered; callback_errors and unproducible (of
+    #: the skipped and dead-lettered, those whose callback raised / that made a record Kafka
+    #: refuses); visited (keys a visitor ran for)
+    stats: PartitionStats = field(default_factory=PartitionStats)
     #: set when a callback failed; the failing message and the rest of the batch were not applied
     failure: ProcessingError | None = None
     #: the ``ctx.defer_commit()`` callables of the batch's applied messages, in message order;
@@ -138,28 +137,6 @@ class BatchResult:
         return [OutgoingMessage("", k, v, headers.get(k)) for k, v in self.table_writes.items()]
 
 
-@dataclass
-class CoreStats:
-    """Counters of one partition core since it was created.
-
-    ``emitted`` counts the callbacks' emits and loopbacks (dead letters are counted by
-    ``dead_lettered`` only); ``table_writes`` counts changelog records, i.e. the coalesced
-    writes of each batch. ``callback_errors`` counts the messages whose callback raised and
-    that the input's ``on_error`` policy skipped or dead-lettered (they are also counted in
-    ``skipped`` or ``dead_lettered``; the rest of those are decode errors and tombstones).
-    ``visited`` counts the keys visitors ran for.
-    """
-
-    processed: int = 0
-    skipped: int = 0
-    dead_lettered: int = 0
-    callback_errors: int = 0
-    unproducible: int = 0
-    visited: int = 0
-    emitted: int = 0
-    table_writes: int = 0
-
-
 class PartitionCore:
     """Processes one partition of a group graph against its table storage.
 
@@ -178,6 +155,7 @@ class PartitionCore:
         lookups: Mapping[str, TableReader] | None = None,
         default_headers: Mapping[str, str | bytes] | None = None,
         limit: RecordLimit | None = None,
+        stats: PartitionStats | None = None,
     ) -> None:
         self.graph = graph
         self.limit = limit or RecordLimit()
@@ -215,7 +193,8 @@ class PartitionCore:
         self._pending: dict[bytes, bytes | None] = {}
         #: headers on every changelog record, emit and loopback, under the per-call headers
         self.default_headers: dict[str, bytes] = headers_dict(headers_list(default_headers))
-        self.stats = CoreStats()
+        #: the partition's counters (the runner passes its record, so the core counts into it)
+        self.stats = stats if stats is not None else PartitionStats()
         #: a storage error a callback's read met (even if the callback caught it)
         self._storage_failure: StorageError | None = None
 
@@ -349,7 +328,7 @@ class PartitionCore:
             if raw is None and stream.nil != "decode":
                 if stream.nil == "ignore":
                     positions[(msg.topic, msg.partition)] = msg.offset + 1
-                    result.skipped += 1
+                    result.stats.skipped += 1
                     continue
                 value = None
             else:
@@ -394,20 +373,15 @@ class PartitionCore:
             if ctx._deferred:
                 result.deferred.extend(ctx._deferred)
             positions[(msg.topic, msg.partition)] = msg.offset + 1
-            result.processed += 1
+            result.stats.processed += 1
         self._count(result)
         return result
 
     def _count(self, result: BatchResult) -> None:
-        stats = self.stats
-        stats.processed += result.processed
-        stats.skipped += result.skipped
-        stats.dead_lettered += result.dead_lettered
-        stats.callback_errors += result.callback_errors
-        stats.unproducible += result.unproducible
-        stats.visited += result.visited
-        stats.emitted += len(result.emits) - result.dead_lettered
-        stats.table_writes += len(result.table_writes)
+        counts = result.stats
+        counts.emitted = len(result.emits) - counts.dead_lettered
+        counts.table_writes = len(result.table_writes)
+        self.stats.add(counts)
 
     def table_keys(self) -> list[str]:
         """Every key of the group table, pending writes included, sorted."""
@@ -474,7 +448,7 @@ class PartitionCore:
                 result.emits.extend(ctx._emits)
             if ctx._deferred:
                 result.deferred.extend(ctx._deferred)
-            result.visited += 1
+            result.stats.visited += 1
         self._count(result)
         return result
 
@@ -524,7 +498,7 @@ class PartitionCore:
         """Apply the stream's on_error policy to a message that made a record Kafka refuses;
         False = the batch stops (fail)."""
         if stream.on_error != "fail":
-            result.unproducible += 1
+            result.stats.unproducible += 1
         return self._reject(stream.on_error, "produce", msg, key, exc, result)
 
     def reject(self, msg: InputMessage, error: RecordRejected) -> BatchResult:
@@ -558,7 +532,7 @@ class PartitionCore:
         if isinstance(exc, CallbackFailed | ContextError):
             policy = "fail"
         if policy != "fail":
-            result.callback_errors += 1
+            result.stats.callback_errors += 1
         return self._reject(policy, "callback", msg, key, exc, result)
 
     def _reject(
@@ -578,7 +552,7 @@ class PartitionCore:
             return False
         if policy == "skip":
             logger.warning("group %s: skipping %s %s: %s", self.group, what, where, exc)
-            result.skipped += 1
+            result.stats.skipped += 1
             return True
         error = f"{type(exc).__name__}: {exc}" if stage != "undecodable" else str(exc)
         headers = list(msg.headers or ())
@@ -595,7 +569,7 @@ class PartitionCore:
             result.failure = self._failure(msg, key, too_large)
             return False
         result.emits.append(OutgoingMessage(dlq, msg.key, msg.value, headers))
-        result.dead_lettered += 1
+        result.stats.dead_lettered += 1
         logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, exc)
         return True
 
@@ -626,6 +600,12 @@ class PartitionCore:
     def discard_pending(self) -> None:
         """Forget uncommitted writes (after a failed publish; the batch will be reprocessed)."""
         self._pending.clear()
+
+    def discard(self, result: BatchResult) -> None:
+        """Forget a batch that was not published: its uncommitted writes and its counts (it
+        is processed again, and counted then)."""
+        self._pending.clear()
+        self.stats.subtract(result.stats)
 
     @property
     def has_pending(self) -> bool:

@@ -170,7 +170,7 @@ class _BatchProducer:
         partitioner: Partitioner,
         partition_count: Callable[[str], int],
         store: Callable[[BatchResult, int | None], None],
-        discard: Callable[[], None],
+        discard: Callable[[BatchResult], None],
         stored: Callable[[bytes], bytes | None] = lambda key: None,
         fence: Callable[[], None] | None = None,
         epoch: int | None = None,
@@ -386,11 +386,11 @@ class AtLeastOncePublisher(_BatchProducer):
         if refused:  # nothing more of the batch goes out, and what did is rolled back; the
             self.purge()  # runner then finds the message that made the refused record
             self._roll_back(result)
-            self._discard()
+            self._discard(result)
             raise self.refusal(refused[0])
         if remaining or errors:
             self.purge()
-            self._discard()
+            self._discard(result)
             problem = errors[0] if errors else f"{remaining} messages not acknowledged"
             raise BrokerError(
                 f"group {self.group} partition {self.partition}: Kafka did not acknowledge "
@@ -546,11 +546,11 @@ class TransactionalPublisher(_BatchProducer):
             self.fence()  # the last moment to step back: after this it is committed
             self._commit_transaction()
         except (FencedError, ProcessingError, RecordRejected):
-            self._discard()
+            self._discard(result)
             self._abort_transaction()  # purges what the transaction produced
             raise
         except (KafkaException, _TransactionAborted, SystemError) as exc:
-            self._discard()
+            self._discard(result)
             problem = _kafka_problem(exc)
             self._transaction_failed(problem, exc)
             self._aborts += 1

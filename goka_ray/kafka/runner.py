@@ -52,6 +52,7 @@ from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
 from goka_ray.core.messages import InputMessage
 from goka_ray.core.partition import VISIT_TOPIC, PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
+from goka_ray.core.stats import PartitionStats, StatsFields
 from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
 from goka_ray.core.tables import PartitionedTable, TablePartition
 from goka_ray.errors import (
@@ -129,30 +130,16 @@ class RunnerConfig:
 
 
 @dataclass(frozen=True)
-class RunnerStatus:
-    """A snapshot of a runner, safe to read from any thread."""
+class RunnerStatus(StatsFields):
+    """A snapshot of a runner, safe to read from any thread: its state, and a copy of the
+    partition's :class:`~goka_ray.core.stats.PartitionStats` (whose fields read as
+    attributes: ``status.processed``, ``status.offsets``, ...)."""
 
     group: str
     partition: int
     state: RunnerState
-    #: next offset to process per input topic
-    offsets: dict[str, int]
-    #: messages behind the end of each input topic (from the last fetch's high watermark)
-    lag: dict[str, int]
-    keys: int
-    processed: int
-    skipped: int
-    dead_lettered: int
-    emitted: int
-    recovered: int
+    stats: PartitionStats = field(default_factory=PartitionStats)
     error: str | None = None
-    #: of skipped and dead-lettered messages, those whose callback raised (``on_error``)
-    callback_errors: int = 0
-    #: keys visited by :meth:`PartitionRunner.visit`
-    visited: int = 0
-    #: changelog records of aborted transactions skipped in recovery (brokers that do not
-    #: filter them for read_committed consumers; exactly-once only)
-    aborted_skipped: int = 0
 
 
 class PartitionRunner:
@@ -188,15 +175,14 @@ class PartitionRunner:
         self._lock = threading.Lock()
         self._state = RunnerState.IDLE
         self._error: BaseException | None = None
-        self._recovered = 0
+        #: the partition's one stats record: the core counts into it, the runner adds the rest
+        self._stats = PartitionStats()
         self._positions: dict[tuple[str, int], int] = {}
         self._lag: dict[str, int] = {}
         self._partition_counts: dict[str, int] = {}
         self._tables: dict[tuple[str, int], TablePartition] = {}
         self._closed = False
         self._fenced = False
-        #: records of aborted transactions skipped during recovery (exactly-once)
-        self._aborted_skipped = 0
 
         base = Path(storage_dir)
         self._storages: list[Storage] = []
@@ -222,6 +208,7 @@ class PartitionRunner:
             joins=joins,
             default_headers=self.config.default_headers or None,
             limit=RecordLimit(max_bytes, kind.reserved_bytes(self._input_topics)),
+            stats=self._stats,
         )
         self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
@@ -245,7 +232,7 @@ class PartitionRunner:
             partitioner=self.partitioner,
             partition_count=self._partition_count,
             store=self.core.commit,
-            discard=self.core.discard_pending,
+            discard=self.core.discard,
             stored=self._stored_value,
             fence=fence,
             epoch=epoch,
@@ -279,25 +266,14 @@ class PartitionRunner:
         return self._error
 
     def status(self) -> RunnerStatus:
-        stats = self.core.stats
         table = self.core.table
-        return RunnerStatus(
-            group=self.group,
-            partition=self.partition,
-            state=self._state,
+        stats = self._stats.copy(
             offsets={t: o for (t, _), o in self._positions.items()},
             lag=dict(self._lag),
             keys=len(table) if table is not None else 0,
-            processed=stats.processed,
-            skipped=stats.skipped,
-            dead_lettered=stats.dead_lettered,
-            emitted=stats.emitted,
-            recovered=self._recovered,
-            error=None if self._error is None else str(self._error),
-            callback_errors=stats.callback_errors,
-            visited=stats.visited,
-            aborted_skipped=self._aborted_skipped,
         )
+        error = None if self._error is None else str(self._error)
+        return RunnerStatus(self.group, self.partition, self._state, stats, error)
 
     # -- recovery -----------------------------------------------------------------------------
 
@@ -317,8 +293,8 @@ class PartitionRunner:
             self._check_local_copies()
             self._follow_tables()
         applied = self._follower.recover(self._stop)
-        self._recovered += applied
-        self._aborted_skipped = self._follower.filtered
+        self._stats.recovered += applied
+        self._stats.aborted_skipped = self._follower.filtered
         logger.log(
             logging.INFO if applied else logging.DEBUG,
             "group %s partition %d recovered %d records in %.2fs",
@@ -671,7 +647,7 @@ class PartitionRunner:
                 while not go.is_set():
                     if self._stop.is_set():
                         return
-                    self._recovered += self._follower.poll(self.config.follow_interval)
+                    self._stats.recovered += self._follower.poll(self.config.follow_interval)
                 self.recover()
             if self._stop.is_set():
                 return

@@ -220,7 +220,7 @@ def _cmd_status(args: argparse.Namespace, out: Console) -> int:
     while True:
         statuses = [p.status() for p in processors]
         if args.json:
-            body: Any = [dataclasses.asdict(s) for s in statuses]
+            body: Any = [s.as_dict() for s in statuses]
             if args.group:
                 body = body[0]
             sys.stdout.write(json.dumps(body, indent=2) + "\n")

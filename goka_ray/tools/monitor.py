@@ -23,7 +23,6 @@ Errors come back as ``{"error": "..."}`` with 404 (unknown group or table), 400 
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import threading
@@ -132,7 +131,7 @@ class ClusterBackend:
             status = self._statuses.get(name)
         if status is None:
             status = self._processor(name).status()  # raises UnknownGroupError
-        return dataclasses.asdict(status)
+        return status.as_dict()
 
     def group_history(self, name: str) -> dict[str, Any]:
         with self._lock:
