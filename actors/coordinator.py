@@ -117,6 +117,8 @@ class GroupCoordinator:
                 processing_guarantee=cfg.processing_guarantee,
                 partitioner=cfg.partitioner,
                 max_message_bytes=cfg.max_message_bytes,
+                fetch_wait_max_ms=cfg.fetch_wait_max_ms,
+                fetch_min_bytes=cfg.fetch_min_bytes,
                 consumer_config=self.config.consumer_config(),
                 producer_config=self.config.producer_config(),
             ),

@@ -22,6 +22,8 @@ their path and what is allowed.
         processing_guarantee: at_least_once # at_least_once | exactly_once (Kafka transactions)
         partitioner: murmur2                # murmur2 (Kafka's Java client) | goka (Goka's FNV-1a)
         max_message_bytes: 1000000          # largest record produced (bytes); larger: on_error
+        fetch_wait_max_ms: 500              # longest a fetch waits for data (latency vs load)
+        fetch_min_bytes: 1                  # data a fetch waits for (1: answer at once)
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -80,6 +82,15 @@ class GroupConfig:
     #: a larger changelog record, emit, loopback or dead letter goes through its input's
     #: ``on_error`` policy. Raise it together with the topics' ``max.message.bytes``
     max_message_bytes: int = 1_000_000
+    #: latency against broker load: how long the broker may hold a fetch that has less than
+    #: ``fetch_min_bytes`` to return (librdkafka's ``fetch.wait.max.ms``, milliseconds). A
+    #: batch is whatever has arrived (up to ``batch_size``), so on Kafka a message waits at
+    #: most this long only while its partition was idle; lower it on brokers that do not
+    #: answer a waiting fetch when data arrives
+    fetch_wait_max_ms: int = 500
+    #: how much data a fetch waits for (librdkafka's ``fetch.min.bytes``, bytes): 1 answers
+    #: as soon as anything arrived; more means fewer, larger fetches and more latency
+    fetch_min_bytes: int = 1
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -91,6 +102,8 @@ class GroupConfig:
         if self.partitions is not None:
             _positive(self.partitions, "partitions")
         _positive(self.max_message_bytes, "max_message_bytes")
+        _positive(self.fetch_wait_max_ms, "fetch_wait_max_ms")
+        _positive(self.fetch_min_bytes, "fetch_min_bytes")
         if not isinstance(self.standby_replicas, int) or self.standby_replicas < 0:
             raise ConfigError(
                 f"standby_replicas={self.standby_replicas!r}: use a whole number >= 0"

@@ -57,7 +57,7 @@ from confluent_kafka.admin import AdminClient, OffsetSpec
 from goka_ray.core.messages import Headers
 from goka_ray.core.storage import Storage
 from goka_ray.core.tables import ChangelogRecord, TablePartition
-from goka_ray.kafka.clients import client_config, make_consumer
+from goka_ray.kafka.clients import client_config, consume_available, make_consumer
 
 __all__ = [
     "BACKOFF_MAX",
@@ -478,7 +478,7 @@ class ChangelogFollower:
     def _step(self, timeout: float) -> int:
         consumer = self._consumer
         assert consumer is not None
-        messages = consumer.consume(self.batch_size, timeout=timeout)
+        messages = consume_available(consumer, self.batch_size, timeout)
         if self._lost:
             raise BrokerLost(f"lost the broker ({self._lost[0]})")
         parts = self._parts

@@ -22,6 +22,7 @@ __all__ = [
     "broker_unreachable",
     "caught_up",
     "client_config",
+    "consume_available",
     "end_offsets",
     "make_consumer",
     "make_producer",
@@ -64,6 +65,25 @@ def make_consumer(
     }
     settings.update(config or {})
     return Consumer(client_config(brokers, settings))
+
+
+def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> list[Any]:
+    """What the consumer has buffered, up to ``max_messages``; waits up to ``timeout`` seconds
+    only when nothing is buffered, and then returns as soon as something arrives.
+
+    ``Consumer.consume(n, timeout)`` waits until it has ``n`` messages or the timeout passed,
+    so a batch waited for the timeout whenever fewer messages were there: ``max_messages``
+    bounds the work of a batch, never the wait for one.
+    """
+    messages: list[Any] = consumer.consume(max_messages, timeout=0)
+    if messages or timeout <= 0:
+        return messages
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    if max_messages > 1:
+        return [first, *consumer.consume(max_messages - 1, timeout=0)]
+    return [first]
 
 
 def broker_unreachable(brokers: str, timeout: float, exc: object) -> BrokerError:

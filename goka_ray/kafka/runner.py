@@ -63,7 +63,7 @@ from goka_ray.errors import (
     RecordRejected,
 )
 from goka_ray.kafka.changelog import ChangelogFollower
-from goka_ray.kafka.clients import end_offsets, make_consumer
+from goka_ray.kafka.clients import consume_available, end_offsets, make_consumer
 from goka_ray.kafka.publish import Publisher, publisher_class
 from goka_ray.kafka.topics import TopicManager
 
@@ -91,10 +91,17 @@ class RunnerState(enum.StrEnum):
 class RunnerConfig:
     """Tuning of a partition runner; the defaults suit most workloads."""
 
-    #: most messages handled per batch (one LevelDB write and one changelog flush per batch)
+    #: most messages handled per batch (one LevelDB write and one changelog flush per batch):
+    #: a batch is what has arrived, up to this many; it never waits to fill up
     batch_size: int = 5000
-    #: how long one poll waits for messages
+    #: how long the loop waits for a message when none has arrived (seconds); it returns as
+    #: soon as one does
     poll_timeout: float = 0.1
+    #: the consumers' librdkafka ``fetch.wait.max.ms``: how long the broker may hold a fetch
+    #: while it has less than ``fetch_min_bytes`` to return (milliseconds)
+    fetch_wait_max_ms: int = 500
+    #: the consumers' librdkafka ``fetch.min.bytes``: how much a fetch waits for (bytes)
+    fetch_min_bytes: int = 1
     #: most changelog records applied per LevelDB batch during recovery
     recovery_batch_size: int = 20000
     #: where a group with no committed offset starts reading its inputs
@@ -213,7 +220,12 @@ class PartitionRunner:
         self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
 
-        consumer_config = {**self.config.consumer_config, **kind.CONSUMER_SETTINGS}
+        consumer_config = {
+            "fetch.wait.max.ms": self.config.fetch_wait_max_ms,
+            "fetch.min.bytes": self.config.fetch_min_bytes,
+            **self.config.consumer_config,
+            **kind.CONSUMER_SETTINGS,
+        }
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
         # the tables' changelogs: own table while recovering or standing by, joins, lookups
         self._follower = ChangelogFollower(
@@ -463,7 +475,7 @@ class PartitionRunner:
         """
         self._run_visits()
         self._follower.poll(0)  # joined and lookup tables: apply what arrived
-        msgs = self._consumer.consume(self.config.batch_size, timeout=self.config.poll_timeout)
+        msgs = consume_available(self._consumer, self.config.batch_size, self.config.poll_timeout)
         if not msgs:
             return 0
         inputs: list[InputMessage] = []
