@@ -135,19 +135,23 @@ def test_tester_limit_is_a_setting_and_covers_emits_and_loopbacks() -> None:
 # -- on the broker, across restarts -----------------------------------------------------------
 
 
-def run_to_end(brokers: str, graph: GroupGraph, storage: Path, topic: str) -> PartitionRunner:
-    """Run a runner until it consumed the topic's 5 inputs, or failed; returns it closed."""
+def run_to_end(
+    brokers: str, graph: GroupGraph, storage: Path, topic: str
+) -> tuple[PartitionRunner, ProcessingError | None]:
+    """Run a runner until it consumed the topic's 5 inputs, or failed; returns it closed, and
+    what failed it."""
     runner = PartitionRunner(brokers, graph, 0, storage_dir=storage, config=RunnerConfig())
+    failure = None
     runner.recover()
     runner.start_processing()
     try:
         while runner.status().offsets.get(topic, 0) < len(INPUTS):
             runner.run_once()
     except ProcessingError as exc:
-        runner._error = exc
+        failure = exc
     finally:
         runner.close()
-    return runner
+    return runner, failure
 
 
 def changelog_of(brokers: str, graph: GroupGraph) -> list[tuple[str, object]]:
@@ -176,8 +180,7 @@ def test_the_issue_example_fails_cleanly_and_restarts_never_inflate(kafka, setup
     brokers = kafka.bootstrap_servers
     graph, topic = setup("fail")
     for _restart in range(3):
-        runner = run_to_end(brokers, graph, tmp_path, topic)
-        error = runner.error
+        runner, error = run_to_end(brokers, graph, tmp_path, topic)
         assert isinstance(error, ProcessingError), error
         assert (error.group, error.topic, error.partition, error.offset, error.key) == (
             graph.group,
@@ -199,8 +202,8 @@ def test_the_issue_example_skips_or_dead_letters_big_on_the_broker(kafka, setup,
     brokers = kafka.bootstrap_servers
     graph, topic = setup(policy)
     for _restart in range(2):
-        runner = run_to_end(brokers, graph, tmp_path, topic)
-        assert runner.error is None and runner.state == RunnerState.STOPPED
+        runner, error = run_to_end(brokers, graph, tmp_path, topic)
+        assert error is None and runner.state == RunnerState.STOPPED
     assert latest_values(read_topic(brokers, graph.table_topic, 1)) == {
         b"a": JSON.encode(3),
         b"b": JSON.encode(1),

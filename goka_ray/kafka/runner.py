@@ -2,14 +2,16 @@
 
 It drives the PartitionCore in batches: consume what arrived, run the callbacks, hand the
 result to the publisher, commit. No Ray here: the Ray partition actor is a thin shell around
-this class. Its parts each live in their own module: the changelog follower
-(:mod:`goka_ray.kafka.changelog`) keeps the tables current, the publisher
-(:mod:`goka_ray.kafka.publish`, chosen once from ``processing_guarantee``) makes each batch
-durable; the runner keeps the batch loop, visits and the lifecycle.
+this class. Its parts each live in their own module: the local table copies
+(:mod:`goka_ray.kafka.local_tables`), kept current by a changelog follower
+(:mod:`goka_ray.kafka.changelog`); the publisher (:mod:`goka_ray.kafka.publish`, chosen once
+from ``processing_guarantee``) that makes each batch durable. The runner keeps the batch loop,
+visits and the lifecycle.
 
 Order of work for each batch:
   1. apply what arrived of joined and lookup tables (the follower);
-  2. consume up to ``batch_size`` input messages at this partition;
+  2. take the input messages that have arrived at this partition, up to ``batch_size``
+     (waiting only while none has);
   3. run the callbacks (PartitionCore.process);
   4. publish: at-least-once (as Goka) produces the coalesced changelog records and emits,
      waits for their acknowledgement, writes the table batch and the changelog offset to
@@ -24,18 +26,22 @@ Invariants: only the thread that calls :meth:`PartitionRunner.run` (or ``recover
 the runner does not process (recovering, or waiting for ``go`` as a hand-over or standby);
 once it processes, it alone writes its table.
 
-At the first recovery each local table copy is checked against its changelog: a copy whose
-stored offset lies beyond the changelog's end, or that was built from a topic of the same
-name with another topic id (deleted and re-created, or another cluster), is discarded and
-rebuilt from the changelog (Goka issues #396 and #415).
+A record Kafka refuses fails its batch without a trace (see the publishers); the runner then
+processes the batch again one message at a time, so the message that made the record goes
+through its input's ``on_error`` policy.
+
+Local table copies are caches of their changelogs (:mod:`goka_ray.kafka.local_copy`): a copy
+found damaged when opened, during recovery or while processing (LocalCopyDamaged), or not of
+its changelog at the first recovery, is discarded and rebuilt from the changelog. A batch
+whose reads met the damage is abandoned before anything of it is published and processed
+again; a batch already published when its LevelDB write failed is in the changelog, so the
+rebuilt copy holds it and its offsets are committed as usual.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import logging
-import os
 import queue
 import threading
 import time
@@ -50,29 +56,26 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicP
 from goka_ray.core.graph import GroupGraph
 from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
 from goka_ray.core.messages import InputMessage
-from goka_ray.core.partition import VISIT_TOPIC, PartitionCore
+from goka_ray.core.partition import VISIT_TOPIC, BatchResult, PartitionCore
 from goka_ray.core.partitioner import Partitioner, partitioner_named
 from goka_ray.core.stats import PartitionStats, StatsFields
-from goka_ray.core.storage import LevelDBStorage, Storage, partition_dir
-from goka_ray.core.tables import PartitionedTable, TablePartition
 from goka_ray.errors import (
     BrokerError,
     FencedError,
     GokaRayError,
+    LocalCopyDamaged,
     ProcessingError,
     RecordRejected,
+    StorageError,
 )
 from goka_ray.kafka.changelog import ChangelogFollower
 from goka_ray.kafka.clients import consume_available, end_offsets, make_consumer
+from goka_ray.kafka.local_tables import LocalTables
 from goka_ray.kafka.publish import Publisher, publisher_class
-from goka_ray.kafka.topics import TopicManager
 
 __all__ = ["PartitionRunner", "RunnerConfig", "RunnerState", "RunnerStatus"]
 
 logger = logging.getLogger(__name__)
-
-#: file in a LevelDB copy's directory naming the changelog it was built from
-IDENTITY_FILE = "goka-ray-changelog.json"
 
 
 class RunnerState(enum.StrEnum):
@@ -187,39 +190,15 @@ class PartitionRunner:
         self._positions: dict[tuple[str, int], int] = {}
         self._lag: dict[str, int] = {}
         self._partition_counts: dict[str, int] = {}
-        self._tables: dict[tuple[str, int], TablePartition] = {}
         self._closed = False
         self._fenced = False
 
-        base = Path(storage_dir)
-        self._storages: list[Storage] = []
-        table_storage = None
-        if graph.persist is not None:
-            table_storage = self._open(
-                partition_dir(base, self.group, graph.table_topic, partition)
-            )
-        joins = {
-            j.table: self._open(partition_dir(base, self.group, j.table, partition))
-            for j in graph.joins
-        }
         # the guarantee is chosen once: it decides the publisher and what consumers need
         kind = publisher_class(self.config.processing_guarantee)
         self._input_topics = set(graph.stream_topics())
         max_bytes = int(
             self.config.producer_config.get("message.max.bytes", self.config.max_message_bytes)
         )
-        self.core = PartitionCore(
-            graph,
-            partition,
-            table_storage,
-            joins=joins,
-            default_headers=self.config.default_headers or None,
-            limit=RecordLimit(max_bytes, kind.reserved_bytes(self._input_topics)),
-            stats=self._stats,
-        )
-        self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
-        self._lookup_codecs = {lk.table: lk.codec for lk in graph.lookups}
-
         consumer_config = {
             "fetch.wait.max.ms": self.config.fetch_wait_max_ms,
             "fetch.min.bytes": self.config.fetch_min_bytes,
@@ -227,14 +206,35 @@ class PartitionRunner:
             **kind.CONSUMER_SETTINGS,
         }
         self._consumer = make_consumer(brokers, self.group, config=consumer_config)
-        # the tables' changelogs: own table while recovering or standing by, joins, lookups
-        self._follower = ChangelogFollower(
+        # the tables' copies; the follower keeps them current from their changelogs (the own
+        # table while recovering or standing by, joins and lookups throughout)
+        self._tables = LocalTables(
             brokers,
-            group_id=self.group,
-            consumer_config=consumer_config,
-            batch_size=self.config.recovery_batch_size,
-            name=f"group {self.group} partition {partition}",
+            graph,
+            partition,
+            storage_dir,
+            follower=ChangelogFollower(
+                brokers,
+                group_id=self.group,
+                consumer_config=consumer_config,
+                batch_size=self.config.recovery_batch_size,
+                name=f"group {self.group} partition {partition}",
+            ),
+            consumer=self._consumer,
+            partitioner=self.partitioner,
+            partition_count=self._partition_count,
+            delivery_timeout=self.config.delivery_timeout,
         )
+        self.core = PartitionCore(
+            graph,
+            partition,
+            self._tables.own,
+            joins=self._tables.joins,
+            default_headers=self.config.default_headers or None,
+            limit=RecordLimit(max_bytes, kind.reserved_bytes(self._input_topics)),
+            stats=self._stats,
+        )
+        self._visits: queue.SimpleQueue[_Visit] = queue.SimpleQueue()
         self._publisher: Publisher = kind(
             brokers,
             group=self.group,
@@ -243,7 +243,7 @@ class PartitionRunner:
             consumer=self._consumer,
             partitioner=self.partitioner,
             partition_count=self._partition_count,
-            store=self.core.commit,
+            store=self._store,
             discard=self.core.discard,
             stored=self._stored_value,
             fence=fence,
@@ -254,17 +254,22 @@ class PartitionRunner:
             max_message_bytes=max_bytes,
             kinds={graph.loop_topic: "loopback", graph.dead_letter_topic: "dead letter"},
         )
-        self._lookup_dir = base / self.group / f"lookups-of-{partition:04d}"
+
+    def _store(self, result: BatchResult, changelog_offset: int | None) -> None:
+        """Write a published batch to the local table. If the copy turns out damaged, it is
+        rebuilt from the changelog, which already holds the batch."""
+        try:
+            self.core.commit(result, changelog_offset)
+        except LocalCopyDamaged as damage:
+            self.core.discard_pending()
+            self._stats.recovered += self._tables.rebuild(
+                damage, reach=changelog_offset, stop=self._stop
+            )
 
     def _stored_value(self, key: bytes) -> bytes | None:
         """The committed value of ``key`` in the group table (what a rollback restores)."""
         table = self.core.table
         return None if table is None else table.storage.get(key)
-
-    def _open(self, path: Path) -> LevelDBStorage:
-        storage = LevelDBStorage(path)
-        self._storages.append(storage)
-        return storage
 
     # -- state --------------------------------------------------------------------------------
 
@@ -300,13 +305,12 @@ class PartitionRunner:
         if self._state != RunnerState.RECOVERED:  # a tail read after recovery stays recovered
             self._state = RunnerState.RECOVERING
         started = time.monotonic()
-        if not self._tables:
-            self._open_tables()
-            self._check_local_copies()
-            self._follow_tables()
-        applied = self._follower.recover(self._stop)
+        # exactly-once: the own changelog may hold records of aborted transactions on brokers
+        # that hand them to read_committed consumers; the publisher's filter leaves them out
+        own_filter = self._publisher.recovery_filter(self._committed_inputs)
+        applied = self._tables.recover(self.core, self._stop, own_filter=own_filter)
         self._stats.recovered += applied
-        self._stats.aborted_skipped = self._follower.filtered
+        self._stats.aborted_skipped = self._tables.follower.filtered
         logger.log(
             logging.INFO if applied else logging.DEBUG,
             "group %s partition %d recovered %d records in %.2fs",
@@ -316,82 +320,6 @@ class PartitionRunner:
             time.monotonic() - started,
         )
         return applied
-
-    def _open_tables(self) -> None:
-        """Collect every table partition this runner keeps: own, joined, lookup copies."""
-        tables = self._tables
-        if self.core.table is not None:
-            tables[(self.graph.table_topic, self.partition)] = self.core.table
-        for topic, joined in self.core.joins.items():
-            tables[(topic, self.partition)] = joined
-        for topic, codec in self._lookup_codecs.items():
-            parts = [
-                TablePartition(topic, q, self._open(self._lookup_dir / topic / f"{q:04d}"), codec)
-                for q in range(self._partition_count(topic))
-            ]
-            for part in parts:
-                tables[(topic, part.partition)] = part
-            lookup = PartitionedTable(topic, [p.storage for p in parts], self.partitioner)
-            self.core.connect_lookup(topic, lookup)
-
-    def _check_local_copies(self) -> None:
-        """Discard local table copies that do not belong to their changelog any more.
-
-        A copy is stale when its stored changelog offset lies beyond the changelog's end (the
-        topic was deleted and re-created with fewer records, or the directory was filled from
-        another cluster), or when the broker's topic id differs from the one recorded when
-        the copy was built (re-created topic; needs a broker that reports topic ids). Reading
-        on from a stale offset would silently keep old values or skip the new records; the
-        changelog is the source of truth, so the copy is wiped and rebuilt from it.
-        """
-        tables = self._tables
-        with TopicManager(self.brokers) as topics:
-            ids = topics.topic_ids({topic for topic, _ in tables})
-        stored = {tp: t.offset for tp, t in tables.items() if t.offset is not None}
-        ends = end_offsets(self._consumer, stored, timeout=10) if stored else {}
-        for tp, table in tables.items():
-            path = getattr(table.storage, "path", None)
-            identity = _read_identity(path)
-            topic_id = ids.get(tp[0])
-            offset = stored.get(tp)
-            why = None
-            if identity.get("topic_id") and topic_id and identity["topic_id"] != topic_id:
-                why = (
-                    f"it was built from a topic {tp[0]!r} with id {identity['topic_id']}, but "
-                    f"the broker's topic of that name has id {topic_id} (deleted and "
-                    f"re-created, or another cluster)"
-                )
-            elif offset is not None and offset > ends.get(tp, offset):
-                why = (
-                    f"it is at changelog offset {offset}, beyond the end of {tp[0]}[{tp[1]}] at "
-                    f"{ends[tp]} (the topic was deleted and re-created, or this directory "
-                    f"belongs to another cluster)"
-                )
-            if why is not None:
-                logger.warning(
-                    "group %s partition %d: the local copy of %s[%d] in %s does not match its "
-                    "changelog: %s. Discarding the local copy (%d keys) and rebuilding it from "
-                    "the changelog.",
-                    self.group,
-                    self.partition,
-                    tp[0],
-                    tp[1],
-                    path if path is not None else "memory",
-                    why,
-                    len(table),
-                )
-                table.storage.clear()
-            if path is not None and topic_id is not None and identity.get("topic_id") != topic_id:
-                _write_identity(path, {"topic": tp[0], "partition": tp[1], "topic_id": topic_id})
-
-    def _follow_tables(self) -> None:
-        """Hand every table partition to the changelog follower. Under exactly-once the own
-        changelog may hold records of aborted transactions on brokers that hand them to
-        read_committed consumers; those are left out (the publisher's recovery filter)."""
-        own = (self.graph.table_topic, self.partition)
-        for tp, table in self._tables.items():
-            keep = self._publisher.recovery_filter(self._committed_inputs) if tp == own else None
-            self._follower.add(table, keep=keep)
 
     def _committed_inputs(self) -> dict[str, int]:
         """The group's committed offset of each input topic at this partition (-1: none)."""
@@ -465,7 +393,7 @@ class PartitionRunner:
                 self._positions[key] = offset
         consumer.assign(assignment)
         # from now on this runner writes its own table; joined and lookup tables stay followed
-        self._follower.remove(self.graph.table_topic, self.partition)
+        self._tables.stop_following_own()
         self._state = RunnerState.RUNNING
 
     def run_once(self) -> int:
@@ -474,10 +402,41 @@ class PartitionRunner:
         Visits requested with :meth:`visit` run first, between batches.
         """
         self._run_visits()
-        self._follower.poll(0)  # joined and lookup tables: apply what arrived
+        # joined and lookup tables: apply what arrived (a damaged copy is rebuilt)
+        self._tables.poll(0)
         msgs = consume_available(self._consumer, self.config.batch_size, self.config.poll_timeout)
-        if not msgs:
+        inputs, starts = self._inputs(msgs)
+        if not inputs:
             return 0
+        try:
+            result = self.core.process(inputs)
+        except LocalCopyDamaged as damage:
+            # nothing of the batch is published: rebuild the copy, process the batch again
+            self.core.discard_pending()
+            self._stats.recovered += self._tables.rebuild(damage, stop=self._stop)
+            self._rewind(starts)
+            return 0
+        try:
+            published = self._publisher.publish(result, starts)
+        except RecordRejected as rejected:
+            logger.warning(
+                "group %s partition %d: %s; processing the batch message by message to find "
+                "the input that made the record",
+                self.group,
+                self.partition,
+                rejected,
+            )
+            return self._one_by_one(inputs)
+        if not published:
+            self._rewind(starts)  # an aborted transaction: the batch is processed again
+            return 0
+        self._positions.update(result.positions)
+        if result.failure is not None:
+            raise result.failure
+        return len(inputs)
+
+    def _inputs(self, msgs: list[Any]) -> tuple[list[InputMessage], dict[str, int]]:
+        """The input messages of a poll, and the first offset of each topic among them."""
         inputs: list[InputMessage] = []
         starts: dict[str, int] = {}
         for m in msgs:
@@ -500,34 +459,20 @@ class PartitionRunner:
                     m.headers(),
                 )
             )
-        if not inputs:
-            return 0
-        result = self.core.process(inputs)
-        try:
-            published = self._publisher.publish(result, starts)
-        except RecordRejected as rejected:
-            logger.warning(
-                "group %s partition %d: %s; processing the batch message by message to find "
-                "the input that made the record",
-                self.group,
-                self.partition,
-                rejected,
-            )
-            return self._one_by_one(inputs)
-        if not published:
-            self._rewind(starts)  # an aborted transaction: the batch is processed again
-            return 0
-        self._positions.update(result.positions)
-        if result.failure is not None:
-            raise result.failure
-        return len(inputs)
+        return inputs, starts
 
     def _one_by_one(self, inputs: list[InputMessage]) -> int:
         """Process and publish a batch whose records Kafka refused one message at a time
         (nothing of it was stored or committed), so the refusal is attributed to the message
         that made the record: that message goes through its input's ``on_error`` policy."""
         for i, msg in enumerate(inputs):
-            result = self.core.process([msg])
+            try:
+                result = self.core.process([msg])
+            except LocalCopyDamaged as damage:  # as in run_once: rebuild, go on from here
+                self.core.discard_pending()
+                self._stats.recovered += self._tables.rebuild(damage, stop=self._stop)
+                self._rewind(_first_offsets(inputs[i:]))
+                return i
             try:
                 published = self._publisher.publish(result, {msg.topic: msg.offset})
             except RecordRejected as rejected:
@@ -540,10 +485,7 @@ class PartitionRunner:
                         self.group, msg.topic, msg.partition, msg.offset, key, again
                     ) from again
             if not published:  # an aborted transaction: go on from this message next time
-                rest: dict[str, int] = {}
-                for m in inputs[i:]:
-                    rest.setdefault(m.topic, m.offset)
-                self._rewind(rest)
+                self._rewind(_first_offsets(inputs[i:]))
                 return i
             self._positions.update(result.positions)
             if result.failure is not None:
@@ -591,10 +533,17 @@ class PartitionRunner:
                 continue
             try:
                 visited = self._visit_now(request)
+            except LocalCopyDamaged as damage:
+                # the visit read a damaged copy before publishing anything: it fails, the
+                # copy is rebuilt and the partition goes on (the caller may visit again)
+                request.future.set_exception(damage)
+                self.core.discard_pending()
+                self._stats.recovered += self._tables.rebuild(damage, stop=self._stop)
+                continue
             except BaseException as exc:
                 request.future.set_exception(exc)
                 if isinstance(exc, GokaRayError) and not isinstance(
-                    exc, ProcessingError | FencedError | BrokerError
+                    exc, ProcessingError | FencedError | BrokerError | StorageError
                 ):
                     continue  # the caller's mistake (no such visitor): the partition goes on
                 raise
@@ -659,7 +608,7 @@ class PartitionRunner:
                 while not go.is_set():
                     if self._stop.is_set():
                         return
-                    self._stats.recovered += self._follower.poll(self.config.follow_interval)
+                    self._stats.recovered += self._tables.poll(self.config.follow_interval)
                 self.recover()
             if self._stop.is_set():
                 return
@@ -721,10 +670,8 @@ class PartitionRunner:
                 )
             finally:
                 self._fail_visits()
-                self._follower.close()
                 self._consumer.close()
-                for storage in self._storages:
-                    storage.close()
+                self._tables.close()
                 if self._state != RunnerState.FAILED:
                     self._state = RunnerState.STOPPED
 
@@ -740,22 +687,12 @@ class _Visit:
         self.future: Future[int] = Future()
 
 
-def _read_identity(path: Path | None) -> dict[str, Any]:
-    """What a local copy records about the changelog it was built from ({} if nothing)."""
-    if path is None:
-        return {}
-    try:
-        data = json.loads((Path(path) / IDENTITY_FILE).read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _write_identity(path: Path, identity: Mapping[str, Any]) -> None:
-    target = Path(path) / IDENTITY_FILE
-    temporary = target.with_suffix(".tmp")
-    temporary.write_text(json.dumps(dict(identity)))
-    os.replace(temporary, target)
+def _first_offsets(inputs: Iterable[InputMessage]) -> dict[str, int]:
+    """The first offset of each topic among ``inputs`` (where to go back to)."""
+    firsts: dict[str, int] = {}
+    for m in inputs:
+        firsts.setdefault(m.topic, m.offset)
+    return firsts
 
 
 def run_partitions(runners: Iterable[PartitionRunner]) -> list[threading.Thread]:
