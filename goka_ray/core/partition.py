@@ -24,7 +24,7 @@ from typing import Any, Protocol
 from goka_ray.core.codecs import Codec, _decode_error
 from goka_ray.core.context import _UNSET, Context, DeferredCommit
 from goka_ray.core.graph import GroupGraph, StreamEdge
-from goka_ray.core.limits import RecordLimit
+from goka_ray.core.limits import RECORD_OVERHEAD, RecordLimit
 from goka_ray.core.messages import (
     Headers,
     InputMessage,
@@ -159,6 +159,8 @@ class PartitionCore:
     ) -> None:
         self.graph = graph
         self.limit = limit or RecordLimit()
+        #: key + value bytes a write without headers may have without a closer look
+        self._room = self.limit.max_message_bytes - self.limit.reserved_bytes - RECORD_OVERHEAD
         self.group = graph.group
         self.partition = partition
         self._streams: dict[str, StreamEdge] = {s.topic: s for s in graph.streams()}
@@ -305,6 +307,7 @@ class PartitionCore:
         positions = result.positions
         pending = self._pending
         streams = self._streams
+        room = self._room
         for msg in messages:
             stream = streams.get(msg.topic)
             if stream is None:
@@ -355,15 +358,21 @@ class PartitionCore:
                 continue
             if self._storage_failure is not None:
                 self._raise_storage_failure()
-            rejected = self._unproducible(key.encode(), ctx)
-            if rejected is not None:
-                if not self._rejected(stream, msg, key, rejected, result):
-                    break
-                positions[(msg.topic, msg.partition)] = msg.offset + 1
-                continue
-            if ctx._write is not _UNSET:
-                kb = key.encode()
-                pending[kb] = writes[kb] = ctx._write
+            kb = key.encode()
+            write = ctx._write
+            # the common case, a write without headers well within the limit, needs no check
+            if ctx._emits or (
+                write is not _UNSET
+                and (ctx._write_headers is not None or len(kb) + len(write or b"") > room)
+            ):
+                rejected = self._unproducible(kb, ctx)
+                if rejected is not None:
+                    if not self._rejected(stream, msg, key, rejected, result):
+                        break
+                    positions[(msg.topic, msg.partition)] = msg.offset + 1
+                    continue
+            if write is not _UNSET:
+                pending[kb] = writes[kb] = write
                 if ctx._write_headers is not None:
                     table_headers[kb] = ctx._write_headers
                 elif kb in table_headers:

@@ -481,46 +481,13 @@ class ChangelogFollower:
         messages = consume_available(consumer, self.batch_size, timeout)
         if self._lost:
             raise BrokerLost(f"lost the broker ({self._lost[0]})")
+        batches, resets, eof = self._sort(messages)
         parts = self._parts
-        batches: dict[TopicPart, list[Any]] = {}
-        resets: dict[TopicPart, str] = {}
-        eof: set[TopicPart] = set()
-        for m in messages:
-            err = m.error()
-            tp = (m.topic(), m.partition())
-            if err is None:
-                batch = batches.get(tp)
-                if batch is None:
-                    batch = batches[tp] = []
-                batch.append(m)
-                continue
-            code = err.code()
-            if code == KafkaError._PARTITION_EOF:
-                eof.add(tp)
-            elif code in _OFFSET_RESET_ERRORS and tp[1] is not None and tp in parts:
-                resets[tp] = f"its offset is out of range ({err.str()})"
-            elif err.fatal() or code in _CONNECTION_ERRORS:
-                raise BrokerLost(f"lost the broker ({err.name()}: {err.str()})")
-            elif code in _TOPIC_GONE_ERRORS:
-                raise BrokerLost(f"the changelog {tp[0]}[{tp[1]}] is gone ({err.str()})")
-            else:
-                self._warn(f"{tp[0]}[{tp[1]}]: {err.name()}: {err.str()}")
         applied = 0
         for tp, batch in batches.items():
             if tp not in resets and tp in parts:
                 applied += self._apply(parts[tp], batch)
-        for tp, f in parts.items():
-            if tp in resets:
-                continue
-            try:
-                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
-            except KafkaException:
-                continue
-            reason = offset_reset_reason(f.writing.offset, low, high)
-            if reason is not None:
-                resets[tp] = reason
-            elif not f.at_end and (tp in eof or self._reached(consumer, tp, f, high)):
-                f.at_end = True
+        resets.update(self._check_ends(consumer, eof, skip=resets))
         if resets:
             for tp, reason in sorted(resets.items()):
                 self._start_reload(tp, reason)
@@ -539,6 +506,56 @@ class ChangelogFollower:
             self._delay = BACKOFF_START
             logger.debug("%s: caught up with %s, following", self.name, sorted(parts))
         return applied
+
+    def _sort(
+        self, messages: list[Any]
+    ) -> tuple[dict[TopicPart, list[Any]], dict[TopicPart, str], set[TopicPart]]:
+        """A poll's records by partition, the partitions to reload (and why), and those that
+        reported their end. Raises BrokerLost for errors that mean the broker is gone."""
+        batches: dict[TopicPart, list[Any]] = {}
+        resets: dict[TopicPart, str] = {}
+        eof: set[TopicPart] = set()
+        for m in messages:
+            err = m.error()
+            tp = (m.topic(), m.partition())
+            if err is None:
+                batch = batches.get(tp)
+                if batch is None:
+                    batch = batches[tp] = []
+                batch.append(m)
+                continue
+            code = err.code()
+            if code == KafkaError._PARTITION_EOF:
+                eof.add(tp)
+            elif code in _OFFSET_RESET_ERRORS and tp[1] is not None and tp in self._parts:
+                resets[tp] = f"its offset is out of range ({err.str()})"
+            elif err.fatal() or code in _CONNECTION_ERRORS:
+                raise BrokerLost(f"lost the broker ({err.name()}: {err.str()})")
+            elif code in _TOPIC_GONE_ERRORS:
+                raise BrokerLost(f"the changelog {tp[0]}[{tp[1]}] is gone ({err.str()})")
+            else:
+                self._warn(f"{tp[0]}[{tp[1]}]: {err.name()}: {err.str()}")
+        return batches, resets, eof
+
+    def _check_ends(
+        self, consumer: Consumer, eof: set[TopicPart], *, skip: Mapping[TopicPart, str]
+    ) -> dict[TopicPart, str]:
+        """Mark the partitions that reached their end; returns those whose copy is stale
+        against the last fetch's watermarks (and why)."""
+        resets: dict[TopicPart, str] = {}
+        for tp, f in self._parts.items():
+            if tp in skip:
+                continue
+            try:
+                low, high = consumer.get_watermark_offsets(TopicPartition(*tp), cached=True)
+            except KafkaException:
+                continue
+            reason = offset_reset_reason(f.writing.offset, low, high)
+            if reason is not None:
+                resets[tp] = reason
+            elif not f.at_end and (tp in eof or self._reached(consumer, tp, f, high)):
+                f.at_end = True
+        return resets
 
     @staticmethod
     def _reached(consumer: Consumer, tp: TopicPart, f: _Followed, high: int) -> bool:
