@@ -6,6 +6,7 @@ import pytest
 from rich.console import Console
 
 from goka_ray.control.status import GroupStatus, PartitionStatus
+from goka_ray.core.stats import PartitionStats
 from goka_ray.tools.console import STATUS_COLUMNS, status_table
 
 
@@ -16,12 +17,14 @@ def group(state: str = "running", error: str | None = None) -> GroupStatus:
             "recovering" if p == 3 else "running",
             node_id="80968b1c1234abcd",
             actor_name="goka-ray/clicks/worker-39d89e12",
-            offsets={"user-clicks": 1_146_100 + p},
-            lag={"user-clicks": 12_000},
-            keys=17,
             restarts=1,
             epoch=3,
-            processed=11_461,
+            stats=PartitionStats(
+                offsets={"user-clicks": 1_146_100 + p},
+                lag={"user-clicks": 12_000},
+                keys=17,
+                processed=11_461,
+            ),
         )
         for p in range(4)
     ]

@@ -6,6 +6,7 @@ import pytest
 
 from goka_ray.control.history import GroupHistory
 from goka_ray.control.status import GroupStatus, PartitionStatus
+from goka_ray.core.stats import PartitionStats
 
 
 def status(processed: dict[int, int], lag: dict[int, int] | None = None) -> GroupStatus:
@@ -14,7 +15,9 @@ def status(processed: dict[int, int], lag: dict[int, int] | None = None) -> Grou
         "clicks",
         "running",
         [
-            PartitionStatus(p, "running", processed=n, lag={"clicks": lag.get(p, 0)})
+            PartitionStatus(
+                p, "running", stats=PartitionStats(processed=n, lag={"clicks": lag.get(p, 0)})
+            )
             for p, n in processed.items()
         ],
     )
