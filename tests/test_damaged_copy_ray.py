@@ -37,7 +37,15 @@ INT = codecs.Int()
 
 @pytest.fixture(scope="module")
 def ray_local():  # type: ignore[no-untyped-def]
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    # a Ray of its own: without address="local", ray.init joins any cluster started on this
+    # machine (another `ray start --head`) and refuses num_cpus
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 
