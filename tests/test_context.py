@@ -416,9 +416,18 @@ def test_lookup_reads_any_key_of_the_lookup_table() -> None:
         (lambda ctx: ctx.set_value("v"), r"ctx.set_value\(\): group 'x' has no table; add Persist"),
         (lambda ctx: ctx.set_value(None), r"ctx.set_value\(\): group 'x' has no table"),
         (lambda ctx: ctx.delete(), r"ctx.delete\(\): group 'x' has no table; add Persist"),
-        (lambda ctx: ctx.emit("out", 5, "v"), r"ctx.emit\(\): key must be str, not int 5"),
-        (lambda ctx: ctx.emit("out", b"k", "v"), r"ctx.emit\(\): key must be str, not bytes"),
-        (lambda ctx: ctx.emit("out", None, "v"), r"ctx.emit\(\): key must be str, not NoneType"),
+        (
+            lambda ctx: ctx.emit("out", 5, "v"),
+            r"ctx.emit\(\): a key must be str or bytes, not int 5",
+        ),
+        (
+            lambda ctx: ctx.emit("out", 1.5, "v"),
+            r"ctx.emit\(\): a key must be str or bytes, not float",
+        ),
+        (
+            lambda ctx: ctx.emit("out", "\ud800", "v"),
+            r"ctx.emit\(\): '\\ud800' cannot be a Kafka key",
+        ),
     ],
 )
 def test_misusing_the_context_names_what_is_missing(
@@ -441,12 +450,26 @@ def test_loopback_with_a_key_that_is_not_str_is_refused() -> None:
         Input("in", S, lambda ctx, m: ctx.loopback(1, "v")),  # type: ignore[arg-type]
         Loop(S, lambda c, m: None),
     )
-    assert re.search(r"ctx.loopback\(\): key must be str, not int", str(failure_of(graph).error))
+    assert re.search(
+        r"ctx.loopback\(\): a key must be str or bytes, not int", str(failure_of(graph).error)
+    )
+
+
+def test_loopback_without_a_key_is_refused() -> None:
+    graph = define_group(
+        "x",
+        Input("in", S, lambda ctx, m: ctx.loopback(None, "v")),  # type: ignore[arg-type]
+        Loop(S, lambda c, m: None),
+    )
+    assert "ctx.loopback(None, ...): the loop topic is keyed" in str(failure_of(graph).error)
 
 
 def test_lookup_with_a_key_that_is_not_str_is_refused() -> None:
     graph = define_group("x", Input("in", S, lambda ctx, m: ctx.lookup("t", 1)), Lookup("t", S))  # type: ignore[arg-type]
-    assert re.search(r"ctx.lookup\('t', 1\): key must be str", str(failure_of(graph).error))
+    assert re.search(
+        r"ctx.lookup\('t', ...\): a key must be str or bytes, not int 1",
+        str(failure_of(graph).error),
+    )
 
 
 def test_misuse_raises_out_of_the_tester_consume_as_a_processing_error() -> None:
@@ -525,3 +548,50 @@ def test_fail_in_the_tester_raises_out_of_consume_with_the_coordinates() -> None
         0,
     )
     assert t.table_value(table("fl"), "k") is None
+
+
+# -- the hand-over -------------------------------------------------------------------------
+
+
+def test_a_context_kept_past_its_callback_can_no_longer_act() -> None:
+    kept: list[Context] = []
+
+    def keep(ctx: Context, msg: str) -> None:
+        kept.append(ctx)
+        ctx.set_value(msg)
+
+    graph = define_group("k", Input("in", S, keep), Persist(S), Output("out", S))
+    core = PartitionCore(graph, 0)
+    result = core.process([message("a", "1", 0), message("b", "2", 1)])
+    assert result.table_writes == {b"a": b"1", b"b": b"2"}
+    stale = kept[0]
+    for act in (
+        lambda: stale.set_value("late"),
+        lambda: stale.delete(),
+        lambda: stale.emit("out", "a", "late"),
+        lambda: stale.defer_commit(),
+        lambda: stale.value(),
+    ):
+        with pytest.raises(ContextError, match="this Context's callback has returned"):
+            act()
+    # the next message's effects are its own
+    result = core.process([message("c", "3", 2)])
+    assert result.table_writes == {b"c": b"3"} and result.emits == []
+
+
+def test_the_effects_of_a_raising_callback_are_dropped_and_its_context_closed() -> None:
+    kept: list[Context] = []
+
+    def fail_after_writing(ctx: Context, msg: str) -> None:
+        kept.append(ctx)
+        ctx.set_value(msg)
+        ctx.emit("out", ctx.key, msg)
+        raise ValueError("no")
+
+    graph = define_group(
+        "k", Input("in", S, fail_after_writing, on_error="skip"), Persist(S), Output("out", S)
+    )
+    result = PartitionCore(graph, 0).process([message("a", "1", 0)])
+    assert (result.skipped, result.table_writes, result.emits) == (1, {}, [])
+    with pytest.raises(ContextError):
+        kept[0].set_value("x")

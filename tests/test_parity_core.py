@@ -845,8 +845,10 @@ def test_visit_explicit_keys_and_meta_as_the_message() -> None:
     core.process([num("a", 1, 0)])
     result = core.visit("spy", "meta!", keys=["a", "zz"])
     assert result.visited == 2 and seen == [("a", 1, "meta!"), ("zz", None, "meta!")]
-    with pytest.raises(TypeError, match="keys must be str"):
-        core.visit("spy", None, keys=["a", b"b"])  # type: ignore[list-item]
+    seen.clear()
+    assert core.visit("spy", None, keys=[b"a"]).visited == 1 and seen == [("a", 1, None)]
+    with pytest.raises(TypeError, match="a key must be str or bytes, not int"):
+        core.visit("spy", None, keys=["a", 5])  # type: ignore[list-item]
 
 
 def test_a_failing_visitor_stops_the_visit_with_the_key() -> None:

@@ -161,11 +161,15 @@ def test_an_empty_batch_has_no_effects() -> None:
     )
 
 
-def test_a_null_key_is_the_empty_string_key() -> None:
-    seen: list[str] = []
+def test_a_message_without_a_key_is_skipped_and_counted_by_default() -> None:
+    seen: list[str | None] = []
     graph = define_group("n", Input("nums", INT, lambda ctx, n: seen.append(ctx.key)))
-    PartitionCore(graph, 0).process([msg(None, INT.encode(1), 0)])
-    assert seen == [""]
+    core = PartitionCore(graph, 0)
+    result = core.process([msg(None, INT.encode(1), 0), msg("k", INT.encode(2), 1)])
+    assert seen == ["k"]
+    assert (result.skipped, result.null_keys, result.processed) == (1, 1, 1)
+    assert result.positions == {("nums", 0): 2}
+    assert (core.stats.skipped, core.stats.null_keys) == (1, 1)
 
 
 # -- failures ------------------------------------------------------------------------------
@@ -524,24 +528,21 @@ def test_the_loop_decode_policy_applies_to_the_loop_topic() -> None:
     assert [(m.topic, m.value) for m in result.emits] == [("lp-dlq", b"bad")]
 
 
-@pytest.mark.parametrize(
-    ("policy", "outcome"),
-    [("fail", "failure"), ("skip", "skipped"), ("dead_letter", "dead_lettered")],
-)
-def test_an_undecodable_key_follows_the_decode_policy(policy: Any, outcome: str) -> None:
-    bad_key = msg(b"\xff\xfe", INT.encode(1), 3)
-    result = core(on_decode_error=policy).process([bad_key, num("ok", 1, 4)])
-    if outcome == "failure":
-        failure = result.failure
-        assert failure is not None and failure.key is None and failure.offset == 3
-        assert isinstance(failure.error, CodecError)
-        assert "the message key b'\\xff\\xfe' is not UTF-8 text" in str(failure)
-        assert result.processed == 0
-    else:
-        assert getattr(result, outcome) == 1 and result.processed == 1
-        assert result.positions == {("nums", 0): 5}
-    if outcome == "dead_lettered":
-        assert (result.emits[0].topic, result.emits[0].key) == ("sum-dlq", b"\xff\xfe")
+def test_a_key_that_is_not_utf8_is_processed_as_lossless_text() -> None:
+    seen: list[tuple[str | None, bytes | None]] = []
+
+    def count(ctx: Context, n: int) -> None:
+        seen.append((ctx.key, ctx.key_bytes))
+        ctx.set_value((ctx.value() or 0) + n)
+        ctx.emit("totals", ctx.key, n)
+
+    graph = define_group("sum", Input("nums", INT, count), Persist(INT), Output("totals", INT))
+    core = PartitionCore(graph, 0)
+    result = core.process([msg(b"\xff\xfe", INT.encode(1), 3), msg(b"\xff\xfe", INT.encode(2), 4)])
+    assert result.failure is None and result.processed == 2
+    assert seen == [("\udcff\udcfe", b"\xff\xfe")] * 2
+    assert result.table_writes == {b"\xff\xfe": INT.encode(3)}
+    assert [m.key for m in result.emits] == [b"\xff\xfe", b"\xff\xfe"]
 
 
 # -- nil policies --------------------------------------------------------------------------

@@ -27,12 +27,16 @@ __all__ = [
     "Pickle",
     "String",
     "as_codec",
+    "decode_error",
+    "encode_error",
 ]
 
 _PREFIX_BYTES = 32
 
 
-def _decode_error(codec: object, data: bytes, reason: object) -> CodecError:
+def decode_error(codec: object, data: bytes, reason: object) -> CodecError:
+    """The CodecError for ``data`` that ``codec`` cannot decode: names the codec, shows the
+    first 32 bytes and ``reason``, and says what to check. For custom codecs too."""
     shown = bytes(data[:_PREFIX_BYTES])
     more = f" (+{len(data) - _PREFIX_BYTES} more bytes)" if len(data) > _PREFIX_BYTES else ""
     return CodecError(
@@ -42,7 +46,9 @@ def _decode_error(codec: object, data: bytes, reason: object) -> CodecError:
     )
 
 
-def _encode_error(codec: object, value: object, expected: str) -> CodecError:
+def encode_error(codec: object, value: object, expected: str) -> CodecError:
+    """The CodecError for a ``value`` that ``codec`` cannot encode (``expected``: what it
+    takes). For custom codecs too."""
     return CodecError(
         f"{type(codec).__name__} codec cannot encode {type(value).__name__} {value!r:.80}: "
         f"expected {expected}."
@@ -63,17 +69,17 @@ class String:
 
     def encode(self, value: str) -> bytes:
         if not isinstance(value, str):
-            raise _encode_error(self, value, "str")
+            raise encode_error(self, value, "str")
         try:
             return value.encode("utf-8")
         except UnicodeEncodeError as exc:  # lone surrogates have no UTF-8 form
-            raise _encode_error(self, value, f"text that UTF-8 can encode ({exc})") from exc
+            raise encode_error(self, value, f"text that UTF-8 can encode ({exc})") from exc
 
     def decode(self, data: bytes) -> str:
         try:
             return bytes(data).decode("utf-8")
         except UnicodeDecodeError as exc:
-            raise _decode_error(self, data, exc) from exc
+            raise decode_error(self, data, exc) from exc
 
 
 _LONG = struct.Struct(">q")
@@ -85,15 +91,15 @@ class Int:
 
     def encode(self, value: int) -> bytes:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _encode_error(self, value, "int")
+            raise encode_error(self, value, "int")
         try:
             return _LONG.pack(value)
         except struct.error as exc:
-            raise _encode_error(self, value, "an int in the signed 64-bit range") from exc
+            raise encode_error(self, value, "an int in the signed 64-bit range") from exc
 
     def decode(self, data: bytes) -> int:
         if len(data) != 8:
-            raise _decode_error(self, data, "expected exactly 8 bytes")
+            raise decode_error(self, data, "expected exactly 8 bytes")
         value: int = _LONG.unpack(data)[0]
         return value
 
@@ -111,17 +117,17 @@ class GokaInt64:
 
     def encode(self, value: int) -> bytes:
         if not isinstance(value, int) or isinstance(value, bool):
-            raise _encode_error(self, value, "int")
+            raise encode_error(self, value, "int")
         if not _INT64_MIN <= value <= _INT64_MAX:
-            raise _encode_error(self, value, "an int in the signed 64-bit range")
+            raise encode_error(self, value, "an int in the signed 64-bit range")
         return str(value).encode("ascii")
 
     def decode(self, data: bytes) -> int:
         if not _DECIMAL.fullmatch(data):
-            raise _decode_error(self, data, "expected decimal digits with an optional sign")
+            raise decode_error(self, data, "expected decimal digits with an optional sign")
         value = int(data)
         if not _INT64_MIN <= value <= _INT64_MAX:
-            raise _decode_error(self, data, "out of the signed 64-bit range")
+            raise decode_error(self, data, "out of the signed 64-bit range")
         return value
 
 
@@ -130,15 +136,15 @@ class Float:
 
     def encode(self, value: float) -> bytes:
         if not isinstance(value, int | float) or isinstance(value, bool):
-            raise _encode_error(self, value, "float")
+            raise encode_error(self, value, "float")
         try:
             return _DOUBLE.pack(float(value))
         except OverflowError as exc:  # an int beyond the double range
-            raise _encode_error(self, value, "a float in the 64-bit IEEE 754 range") from exc
+            raise encode_error(self, value, "a float in the 64-bit IEEE 754 range") from exc
 
     def decode(self, data: bytes) -> float:
         if len(data) != 8:
-            raise _decode_error(self, data, "expected exactly 8 bytes")
+            raise decode_error(self, data, "expected exactly 8 bytes")
         value: float = _DOUBLE.unpack(data)[0]
         return value
 
@@ -148,7 +154,7 @@ class Bytes:
 
     def encode(self, value: bytes) -> bytes:
         if not isinstance(value, bytes | bytearray | memoryview):
-            raise _encode_error(self, value, "bytes")
+            raise encode_error(self, value, "bytes")
         return bytes(value)
 
     def decode(self, data: bytes) -> bytes:
@@ -162,13 +168,13 @@ class Json:
         try:
             return json.dumps(value, separators=(",", ":")).encode("utf-8")
         except (TypeError, ValueError, RecursionError) as exc:
-            raise _encode_error(self, value, f"a JSON-serialisable value ({exc})") from exc
+            raise encode_error(self, value, f"a JSON-serialisable value ({exc})") from exc
 
     def decode(self, data: bytes) -> Any:
         try:
             return json.loads(data)
         except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-            raise _decode_error(self, data, exc) from exc
+            raise decode_error(self, data, exc) from exc
 
 
 class Pickle:
@@ -178,14 +184,14 @@ class Pickle:
         try:
             data: bytes = cloudpickle.dumps(value)
         except Exception as exc:
-            raise _encode_error(self, value, f"a picklable object ({exc})") from exc
+            raise encode_error(self, value, f"a picklable object ({exc})") from exc
         return data
 
     def decode(self, data: bytes) -> Any:
         try:
             return pickle.loads(data)
         except Exception as exc:
-            raise _decode_error(self, data, exc) from exc
+            raise decode_error(self, data, exc) from exc
 
 
 def as_codec(codec: Any, where: str) -> Codec:

@@ -1,25 +1,31 @@
 """Context: what a callback sees of the message it processes, and its only way to act.
 
-A Context lives for one callback call. Its effects (a table write, emits, loopbacks) are
-collected here and handed to the partition core only if the callback returns normally, so a
-failing message leaves no trace.
+A Context lives for one callback call. Its effects (a table write, emits, loopbacks, deferred
+commits) are collected in an :class:`Effects` record that the partition core applies only if
+the callback returns normally, so a failing message leaves no trace. The record is the whole
+hand-over: the core reads nothing of a Context. Invariant: only the Context the record names
+(``Effects.context``) writes into it, and only during its callback.
+
+Keys: ``ctx.key`` is the message key as lossless text (see :mod:`goka_ray.core.keys`) and
+``ctx.key_bytes`` the raw bytes; both are None only for a message without a key, which reaches
+a callback only under ``Input(null_key="process")`` and then has no table value to read or
+write.
 """
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NamedTuple, NoReturn
 
+from goka_ray.core.keys import encode_key
 from goka_ray.core.messages import Headers, InputMessage, OutgoingMessage, headers_dict
 from goka_ray.errors import CallbackFailed, ContextError
 
 if TYPE_CHECKING:
     from goka_ray.core.partition import PartitionCore
 
-__all__ = ["Context", "DeferredCommit"]
-
-_UNSET = object()
+__all__ = ["Context", "DeferredCommit", "Effects", "TableWrite"]
 
 
 class DeferredCommit:
@@ -33,7 +39,7 @@ class DeferredCommit:
 
     __slots__ = ("_done", "_error", "_lock", "key", "offset", "partition", "topic")
 
-    def __init__(self, topic: str, partition: int, offset: int, key: str) -> None:
+    def __init__(self, topic: str, partition: int, offset: int, key: str | None) -> None:
         self.topic = topic
         self.partition = partition
         self.offset = offset
@@ -73,37 +79,86 @@ class DeferredCommit:
         )
 
 
+class TableWrite(NamedTuple):
+    """A callback's write of its key in the group table: the encoded value (None = delete)
+    and the headers of its changelog record (default headers included; None if neither)."""
+
+    key: bytes
+    value: bytes | None
+    headers: Headers | None
+
+
+class Effects:
+    """What the callback running now did: the record a Context hands its effects over in.
+
+    ``write`` is the callback's last ``set_value``/``delete``, ``emits`` its emits and
+    loopbacks in order, ``deferred`` the callables ``defer_commit`` returned; None where it did
+    none of that kind. ``context`` is the Context that writes here: the partition core owns one
+    record, gives it to each Context it creates (which clears it), applies it once the
+    callback returned normally and then sets ``context`` to None, so a Context kept past its
+    callback can write nothing (its effect methods raise ContextError). Reused, not allocated
+    per message: this is the hot path.
+    """
+
+    __slots__ = ("context", "deferred", "emits", "write")
+
+    def __init__(self) -> None:
+        self.context: Context | None = None
+        self.write: TableWrite | None = None
+        self.emits: list[OutgoingMessage] | None = None
+        self.deferred: list[DeferredCommit] | None = None
+
+    def __repr__(self) -> str:
+        return f"Effects(write={self.write!r}, emits={self.emits!r}, deferred={self.deferred!r})"
+
+
+#: builds a TableWrite without NamedTuple's Python-level ``__new__`` (once per write)
+_record = tuple.__new__
+
+
 class Context:
     """The handle a callback ``(ctx, msg)`` receives.
 
-    Attributes: ``key`` (str), ``topic``, ``partition``, ``offset``, ``timestamp`` (ms since the
-    epoch, as Kafka stores it), ``headers`` (dict of str -> bytes), ``group``.
+    Attributes: ``key`` (str, lossless: see :mod:`goka_ray.core.keys`), ``key_bytes`` (the
+    raw Kafka key), ``topic``, ``partition``, ``offset``, ``timestamp`` (ms since the epoch, as
+    Kafka stores it), ``headers`` (dict of str -> bytes), ``group``. ``key`` and ``key_bytes``
+    are None for a message without a key (only under ``Input(null_key="process")``).
     """
 
-    __slots__ = (
-        "_core",
-        "_deferred",
-        "_emits",
-        "_headers",
-        "_message",
-        "_write",
-        "_write_headers",
-        "group",
-        "key",
-    )
+    __slots__ = ("_core", "_effects", "_headers", "_message", "group", "key")
 
-    def __init__(self, core: PartitionCore, message: InputMessage, key: str) -> None:
+    def __init__(
+        self, core: PartitionCore, message: InputMessage, key: str | None, effects: Effects
+    ) -> None:
         self._core = core
         self._message = message
         self.key = key
         self.group = core.group
-        self._write: Any = _UNSET  # encoded new table value, None for a delete
-        self._write_headers: Headers | None = None  # headers of that changelog record
-        self._emits: list[OutgoingMessage] | None = None
         self._headers: dict[str, bytes] | None = None
-        self._deferred: list[DeferredCommit] | None = None
+        # take over the core's record for this callback
+        self._effects = effects
+        effects.context = self
+        effects.write = effects.emits = effects.deferred = None
+
+    def _live(self, call: str) -> Effects:
+        effects = self._effects
+        if effects.context is not self:
+            raise self._stale(call)
+        return effects
+
+    @staticmethod
+    def _stale(call: str) -> ContextError:
+        return ContextError(
+            f"{call}: this Context's callback has returned; a Context acts only during its "
+            f"callback (from other threads, use the callable of ctx.defer_commit())"
+        )
 
     # -- message metadata ---------------------------------------------------------------------
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The message key as Kafka holds it (None for a message without a key)."""
+        return self._message.key
 
     @property
     def topic(self) -> str:
@@ -129,13 +184,35 @@ class Context:
 
     # -- the group table ----------------------------------------------------------------------
 
+    def _table_key(self, call: str) -> bytes:
+        key = self._message.key
+        if key is None:
+            raise self._keyless(call)
+        return key
+
+    def _keyless(self, call: str) -> ContextError:
+        m = self._message
+        return ContextError(
+            f"{call}: the message {m.topic}[{m.partition}]@{m.offset} has no key, so it has "
+            f"no table value (a value stored under no key would sit in a partition no "
+            f"reader looks in); give the message a key, or handle keyless messages without "
+            f"the table"
+        )
+
     def value(self) -> Any:
         """The group table's value for this message's key (None if absent).
 
         Reflects this callback's own ``set_value``/``delete`` and every earlier message.
         """
         codec = self._core.table_codec("ctx.value()")
-        raw = self._core.read_own(self.key.encode()) if self._write is _UNSET else self._write
+        key = self._message.key
+        if key is None:
+            raise self._keyless("ctx.value()")
+        effects = self._effects
+        if effects.context is not self:
+            raise self._stale("ctx.value()")
+        write = effects.write
+        raw = self._core.read_own(key) if write is None else write.value
         return None if raw is None else codec.decode(raw)
 
     def set_value(self, value: Any, headers: Mapping[str, str | bytes] | None = None) -> None:
@@ -145,14 +222,19 @@ class Context:
         last write of a key in a batch reaches the changelog, with its own headers.
         """
         codec = self._core.table_codec("ctx.set_value()")
+        key = self._message.key
+        if key is None:
+            raise self._keyless("ctx.set_value()")
         if value is None:
             raise ContextError(
                 "ctx.set_value(None): a table value cannot be None; use ctx.delete() to remove "
                 "the key"
             )
         data = codec.encode(value)
-        self._write_headers = self._core.outgoing_headers(headers)
-        self._write = data
+        effects = self._effects
+        if effects.context is not self:
+            raise self._stale("ctx.set_value()")
+        effects.write = _record(TableWrite, (key, data, self._core.outgoing_headers(headers)))
 
     def delete(self, headers: Mapping[str, str | bytes] | None = None) -> None:
         """Remove this message's key from the group table (a tombstone in the changelog).
@@ -160,63 +242,70 @@ class Context:
         ``headers`` go on the tombstone, over the processor's default headers.
         """
         self._core.table_codec("ctx.delete()")
-        self._write_headers = self._core.outgoing_headers(headers)
-        self._write = None
+        key = self._table_key("ctx.delete()")
+        effects = self._live("ctx.delete()")
+        effects.write = _record(TableWrite, (key, None, self._core.outgoing_headers(headers)))
 
     # -- streams ------------------------------------------------------------------------------
 
     def emit(
         self,
         topic: str,
-        key: str,
+        key: str | bytes | None,
         value: Any,
         headers: Mapping[str, str | bytes] | None = None,
     ) -> None:
         """Produce ``value`` (None = tombstone) to the Output ``topic``, partitioned by ``key``.
 
+        ``key`` is str (encoded losslessly, so ``ctx.key`` passes any key on unchanged), bytes,
+        or None for a message without a key (the producer picks its partition).
         ``headers`` are added over the processor's default headers.
         """
         codec = self._core.output_codec(topic)
         self._append(topic, key, value, codec, headers, "ctx.emit()")
 
     def loopback(
-        self, key: str, value: Any, headers: Mapping[str, str | bytes] | None = None
+        self, key: str | bytes, value: Any, headers: Mapping[str, str | bytes] | None = None
     ) -> None:
         """Send ``value`` to the group's loop topic; the Loop callback gets it for ``key``.
 
+        ``key`` is str or bytes, as for :meth:`emit`, and required: the loop is keyed.
         ``headers`` are added over the processor's default headers.
         """
         topic, codec = self._core.loop_edge()
+        if key is None:
+            raise ContextError(
+                "ctx.loopback(None, ...): the loop topic is keyed (the Loop callback reads and "
+                "writes the table by key); pass a key"
+            )
         self._append(topic, key, value, codec, headers, "ctx.loopback()")
 
     def _append(
         self,
         topic: str,
-        key: str,
+        key: str | bytes | None,
         value: Any,
         codec: Any,
         headers: Mapping[str, str | bytes] | None,
         call: str,
     ) -> None:
-        if not isinstance(key, str):
-            raise ContextError(f"{call}: key must be str, not {type(key).__name__} {key!r:.40}")
+        kb = None if key is None else _key(key, call)
         data = None if value is None else codec.encode(value)
         hdrs = self._core.outgoing_headers(headers)
-        if self._emits is None:
-            self._emits = []
-        self._emits.append(OutgoingMessage(topic, key.encode(), data, hdrs))
+        effects = self._live(call)
+        if effects.emits is None:
+            effects.emits = []
+        effects.emits.append(OutgoingMessage(topic, kb, data, hdrs))
 
     # -- other tables -------------------------------------------------------------------------
 
     def join(self, table: str) -> Any:
         """The value of this message's key in the joined (co-partitioned) ``table``."""
-        return self._core.read_join(table, self.key)
+        return self._core.read_join(table, self._table_key(f"ctx.join({table!r})"))
 
-    def lookup(self, table: str, key: str) -> Any:
-        """The value of ``key`` in the lookup ``table`` (any partition)."""
-        if not isinstance(key, str):
-            raise ContextError(f"ctx.lookup({table!r}, {key!r}): key must be str")
-        return self._core.read_lookup(table, key)
+    def lookup(self, table: str, key: str | bytes) -> Any:
+        """The value of ``key`` (str or bytes, as for :meth:`emit`) in the lookup ``table``."""
+        return self._core.read_lookup(table, _key(key, f"ctx.lookup({table!r}, ...)"))
 
     # -- commit -------------------------------------------------------------------------------
 
@@ -232,9 +321,10 @@ class Context:
         """
         m = self._message
         deferred = DeferredCommit(m.topic, m.partition, m.offset, self.key)
-        if self._deferred is None:
-            self._deferred = []
-        self._deferred.append(deferred)
+        effects = self._live("ctx.defer_commit()")
+        if effects.deferred is None:
+            effects.deferred = []
+        effects.deferred.append(deferred)
         return deferred
 
     # -- failure ------------------------------------------------------------------------------
@@ -253,3 +343,10 @@ class Context:
         return (
             f"Context(group={self.group!r}, {m.topic}[{m.partition}]@{m.offset}, key={self.key!r})"
         )
+
+
+def _key(key: str | bytes, call: str) -> bytes:
+    try:
+        return encode_key(key, call)
+    except TypeError as exc:
+        raise ContextError(str(exc)) from None

@@ -34,6 +34,7 @@ __all__ = [
     "Output",
     "Persist",
     "Visitor",
+    "check_update_callback",
     "dead_letter_topic",
     "define_group",
     "loop_stream",
@@ -45,10 +46,13 @@ DecodeErrorPolicy = Literal["fail", "skip", "dead_letter"]
 #: what to do when a callback raises: fail the partition, skip the message, or dead-letter it
 ErrorPolicy = Literal["fail", "skip", "dead_letter"]
 NilPolicy = Literal["ignore", "process", "decode"]
+#: what to do with a message that has no key (Kafka's null key)
+NullKeyPolicy = Literal["skip", "dead_letter", "fail", "process"]
 
 _DECODE_POLICIES = ("fail", "skip", "dead_letter")
 _ERROR_POLICIES = ("fail", "skip", "dead_letter")
 _NIL_POLICIES = ("ignore", "process", "decode")
+_NULL_KEY_POLICIES = ("skip", "dead_letter", "fail", "process")
 _TOPIC_NAME = re.compile(r"^[a-zA-Z0-9._-]{1,249}$")
 
 
@@ -100,7 +104,12 @@ def _check_callback(callback: object, edge: str) -> Callback:
     return callback
 
 
-def _check_update(update: object, edge: str) -> None:
+def check_update_callback(update: object, edge: str) -> None:
+    """Check an ``update(ctx, storage, key, value)`` callback (of Persist, Join or a View).
+
+    None passes. Raises GraphError naming ``edge`` if it is not callable, is async, or cannot
+    take four positional arguments.
+    """
     if update is None:
         return
     hint = "pass a function (ctx, storage, key, value) -> None"
@@ -143,6 +152,14 @@ class Input:
     ``"skip"`` the message (its effects are discarded; logged and counted), or forward it raw
     to ``<group>-dlq`` (``"dead_letter"``). ``ctx.fail()`` and misuse of the context
     (:class:`~goka_ray.errors.ContextError`) always fail the partition.
+    ``null_key``: what to do with a message that has no key. Such a message belongs to no key,
+    so no table value can be read or stored for it (a value stored under it would sit in
+    whatever partition the producer picked, where no view, join or lookup looks). By default
+    it is ``"skip"``ped (logged and counted, as Kafka Streams drops keyless records of an
+    aggregation); ``"dead_letter"`` forwards it to ``<group>-dlq``, ``"fail"`` stops the
+    partition, and ``"process"`` passes it to the callback with ``ctx.key`` None, where the
+    table (``value``/``set_value``/``delete``/``join``) raises ContextError but emits work.
+    Goka differs: it processes such a message under the key ``""``.
     """
 
     topic: str
@@ -151,16 +168,19 @@ class Input:
     on_decode_error: DecodeErrorPolicy = "fail"
     nil: NilPolicy = "ignore"
     on_error: ErrorPolicy = "fail"
+    null_key: NullKeyPolicy = "skip"
 
     def __post_init__(self) -> None:
         edge = f"Input({self.topic!r})"
         _check_topic(self.topic, "Input")
         object.__setattr__(self, "codec", _check_codec(self.codec, edge))
         _check_callback(self.callback, edge)
-        _check_policies(edge, self.on_decode_error, self.nil, self.on_error)
+        _check_policies(edge, self.on_decode_error, self.nil, self.on_error, self.null_key)
 
 
-def _check_policies(edge: str, on_decode_error: object, nil: object, on_error: object) -> None:
+def _check_policies(
+    edge: str, on_decode_error: object, nil: object, on_error: object, null_key: object
+) -> None:
     if on_decode_error not in _DECODE_POLICIES:
         raise GraphError(
             f"{edge}: on_decode_error={on_decode_error!r}; choose one of {_DECODE_POLICIES}"
@@ -169,6 +189,8 @@ def _check_policies(edge: str, on_decode_error: object, nil: object, on_error: o
         raise GraphError(f"{edge}: nil={nil!r}; choose one of {_NIL_POLICIES}")
     if on_error not in _ERROR_POLICIES:
         raise GraphError(f"{edge}: on_error={on_error!r}; choose one of {_ERROR_POLICIES}")
+    if null_key not in _NULL_KEY_POLICIES:
+        raise GraphError(f"{edge}: null_key={null_key!r}; choose one of {_NULL_KEY_POLICIES}")
 
 
 @dataclass(frozen=True)
@@ -184,6 +206,7 @@ class Inputs:
     on_decode_error: DecodeErrorPolicy = "fail"
     nil: NilPolicy = "ignore"
     on_error: ErrorPolicy = "fail"
+    null_key: NullKeyPolicy = "skip"
 
     def __init__(
         self,
@@ -193,6 +216,7 @@ class Inputs:
         on_decode_error: DecodeErrorPolicy = "fail",
         nil: NilPolicy = "ignore",
         on_error: ErrorPolicy = "fail",
+        null_key: NullKeyPolicy = "skip",
     ) -> None:
         if isinstance(topics, str | bytes) or not isinstance(topics, Iterable):
             raise GraphError(
@@ -211,15 +235,24 @@ class Inputs:
         object.__setattr__(self, "topics", names)
         object.__setattr__(self, "codec", _check_codec(codec, edge))
         object.__setattr__(self, "callback", _check_callback(callback, edge))
-        _check_policies(edge, on_decode_error, nil, on_error)
+        _check_policies(edge, on_decode_error, nil, on_error, null_key)
         object.__setattr__(self, "on_decode_error", on_decode_error)
         object.__setattr__(self, "nil", nil)
         object.__setattr__(self, "on_error", on_error)
+        object.__setattr__(self, "null_key", null_key)
 
     def expand(self) -> tuple[Input, ...]:
         """One Input edge per topic."""
         return tuple(
-            Input(t, self.codec, self.callback, self.on_decode_error, self.nil, self.on_error)
+            Input(
+                t,
+                self.codec,
+                self.callback,
+                self.on_decode_error,
+                self.nil,
+                self.on_error,
+                self.null_key,
+            )
             for t in self.topics
         )
 
@@ -241,7 +274,7 @@ class Persist:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", _check_codec(self.codec, "Persist"))
-        _check_update(self.update, "Persist")
+        check_update_callback(self.update, "Persist")
 
 
 @dataclass(frozen=True)
@@ -259,7 +292,7 @@ class Join:
         _check_topic(self.table, "Join")
         edge = f"Join({self.table!r})"
         object.__setattr__(self, "codec", _check_codec(self.codec, edge))
-        _check_update(self.update, edge)
+        check_update_callback(self.update, edge)
 
 
 @dataclass(frozen=True)
@@ -290,7 +323,7 @@ class Loop:
     def __post_init__(self) -> None:
         object.__setattr__(self, "codec", _check_codec(self.codec, "Loop"))
         _check_callback(self.callback, "Loop")
-        _check_policies("Loop", self.on_decode_error, "process", self.on_error)
+        _check_policies("Loop", self.on_decode_error, "process", self.on_error, "skip")
 
 
 @dataclass(frozen=True)
@@ -338,6 +371,7 @@ class StreamEdge:
     on_decode_error: DecodeErrorPolicy
     nil: NilPolicy
     on_error: ErrorPolicy = "fail"
+    null_key: NullKeyPolicy = "skip"
 
 
 @dataclass(frozen=True)
@@ -432,7 +466,9 @@ class GroupGraph:
     def streams(self) -> Iterator[StreamEdge]:
         """Every stream the group consumes: its Inputs, then its Loop topic."""
         for e in self.inputs:
-            yield StreamEdge(e.topic, e.codec, e.callback, e.on_decode_error, e.nil, e.on_error)
+            yield StreamEdge(
+                e.topic, e.codec, e.callback, e.on_decode_error, e.nil, e.on_error, e.null_key
+            )
         if self.loop is not None:
             yield StreamEdge(
                 self.loop_topic,
@@ -441,6 +477,7 @@ class GroupGraph:
                 self.loop.on_decode_error,
                 "process",  # only the group writes its loop: ctx.loopback(k, None) arrives as None
                 self.loop.on_error,
+                "skip",  # the group writes its loop with keys only (ctx.loopback needs one)
             )
 
     def stream_topics(self) -> list[str]:
@@ -470,11 +507,10 @@ class GroupGraph:
         return None
 
     def uses_dead_letter(self) -> bool:
-        """Whether any stream may forward messages to ``<group>-dlq`` (undecodable ones, or
-        ones whose callback raised)."""
+        """Whether any stream may forward messages to ``<group>-dlq`` (undecodable ones, ones
+        whose callback raised, or ones without a key)."""
         return any(
-            s.on_decode_error == "dead_letter" or s.on_error == "dead_letter"
-            for s in self.streams()
+            "dead_letter" in (s.on_decode_error, s.on_error, s.null_key) for s in self.streams()
         )
 
     def __repr__(self) -> str:

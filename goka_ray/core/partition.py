@@ -21,9 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from goka_ray.core.codecs import Codec, _decode_error
-from goka_ray.core.context import _UNSET, Context, DeferredCommit
+from goka_ray.core.codecs import Codec, decode_error
+from goka_ray.core.context import Context, DeferredCommit, Effects
 from goka_ray.core.graph import GroupGraph, StreamEdge
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.limits import RECORD_OVERHEAD, RecordLimit
 from goka_ray.core.messages import (
     Headers,
@@ -40,6 +41,7 @@ from goka_ray.errors import (
     CodecError,
     ConfigError,
     ContextError,
+    GokaRayError,
     ProcessingError,
     RecordRejected,
     StorageError,
@@ -58,6 +60,7 @@ _REJECTED = {
     "undecodable": "undecodable message",
     "callback": "message whose callback raised",
     "produce": "message whose record Kafka refuses",
+    "null_key": "message without a key",
 }
 
 
@@ -87,9 +90,9 @@ class BatchResult(CounterFields):
     #: skipped or dead-lettered); commit these once everything above is acknowledged
     positions: dict[tuple[str, int], int] = field(default_factory=dict)
     #: the batch's counters: processed; skipped (undecodable, ignored tombstones, or whose
-    #: callback raised under ``skip``); dead_lettered; callback_errors and unproducible (of
-    #: the skipped and dead-lettered, those whose callback raised / that made a record Kafka
-    #: refuses); visited (keys a visitor ran for)
+    #: callback raised under ``skip``); dead_lettered; callback_errors, unproducible and
+    #: null_keys (of the skipped and dead-lettered, those whose callback raised / that made a
+    #: record Kafka refuses / that had no key); visited (keys a visitor ran for)
     stats: PartitionStats = field(default_factory=PartitionStats)
     #: set when a callback failed; the failing message and the rest of the batch were not applied
     failure: ProcessingError | None = None
@@ -199,6 +202,8 @@ class PartitionCore:
         self.stats = stats if stats is not None else PartitionStats()
         #: a storage error a callback's read met (even if the callback caught it)
         self._storage_failure: StorageError | None = None
+        #: what the running callback does (one record, handed to each Context in turn)
+        self._effects = Effects()
 
     # -- what Context calls -------------------------------------------------------------------
 
@@ -220,6 +225,7 @@ class PartitionCore:
         return list({**defaults, **dict(pairs)}.items())
 
     def read_own(self, key: bytes) -> bytes | None:
+        """The group table's encoded value of ``key``: this partition's pending writes first."""
         pending = self._pending
         if key in pending:
             return pending[key]
@@ -248,7 +254,9 @@ class PartitionCore:
             )
         return self.graph.loop_topic, self.graph.loop.codec
 
-    def read_join(self, table: str, key: str) -> Any:
+    def read_join(self, table: str, key: str | bytes) -> Any:
+        """The decoded value of ``key`` (str or bytes) in the joined ``table`` at this
+        partition."""
         joined = self.joins.get(table)
         if joined is None:
             raise ContextError(
@@ -261,7 +269,9 @@ class PartitionCore:
             self._storage_failure = exc
             raise
 
-    def read_lookup(self, table: str, key: str) -> Any:
+    def read_lookup(self, table: str, key: str | bytes) -> Any:
+        """The decoded value of ``key`` (str or bytes) in the lookup ``table`` (any
+        partition)."""
         entry = self._lookups.get(table)
         if entry is None:
             raise ContextError(
@@ -273,8 +283,9 @@ class PartitionCore:
             raise ContextError(
                 f"ctx.lookup({table!r}, ...): the lookup table is not connected to this partition"
             )
+        kb = key if isinstance(key, bytes) else encode_key(key, "read_lookup")
         try:
-            raw = reader.get(key.encode())
+            raw = reader.get(kb)
         except StorageError as exc:
             self._storage_failure = exc
             raise
@@ -301,13 +312,10 @@ class PartitionCore:
         is rebuilt. A storage error is never a callback failure.
         """
         result = BatchResult(group=self.group)
-        writes = result.table_writes
-        table_headers = result.table_headers
-        emits = result.emits
         positions = result.positions
-        pending = self._pending
         streams = self._streams
         room = self._room
+        effects = self._effects
         for msg in messages:
             stream = streams.get(msg.topic)
             if stream is None:
@@ -315,15 +323,12 @@ class PartitionCore:
                     msg, None, ContextError(f"group {self.group!r} does not consume {msg.topic!r}")
                 )
                 break
-            try:
-                key = msg.key.decode() if msg.key is not None else ""
-            except UnicodeDecodeError as exc:
-                error = CodecError(
-                    f"the message key {(msg.key or b'')[:32]!r} is not UTF-8 text ({exc}); "
-                    f"goka-ray keys are strings"
-                )
-                error.__cause__ = exc
-                if not self._undecodable(stream, msg, None, error, result):
+            if msg.key is not None:
+                key: str | None = decode_key(msg.key)
+            elif stream.null_key == "process":
+                key = None
+            else:
+                if not self._keyless(stream, msg, result):
                     break
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 continue
@@ -340,51 +345,61 @@ class PartitionCore:
                     value = stream.codec.decode(data)
                 except Exception as exc:  # a user codec may raise anything: same policy
                     if not isinstance(exc, CodecError):
-                        wrapped = _decode_error(stream.codec, data, f"{type(exc).__name__}: {exc}")
+                        wrapped = decode_error(stream.codec, data, f"{type(exc).__name__}: {exc}")
                         wrapped.__cause__ = exc
                         exc = wrapped
                     if not self._undecodable(stream, msg, key, exc, result):
                         break
                     positions[(msg.topic, msg.partition)] = msg.offset + 1
                     continue
-            ctx = Context(self, msg, key)
             try:
-                stream.callback(ctx, value)
+                stream.callback(Context(self, msg, key, effects), value)
             except Exception as exc:
+                effects.context = None
                 self._raise_storage_failure()
                 if not self._callback_error(stream, msg, key, exc, result):
                     break
                 positions[(msg.topic, msg.partition)] = msg.offset + 1
                 continue
             if self._storage_failure is not None:
+                effects.context = None
                 self._raise_storage_failure()
-            kb = key.encode()
-            write = ctx._write
             # the common case, a write without headers well within the limit, needs no check
-            if ctx._emits or (
-                write is not _UNSET
-                and (ctx._write_headers is not None or len(kb) + len(write or b"") > room)
+            write = effects.write
+            if effects.emits or (
+                write is not None
+                and (write.headers is not None or len(write.key) + len(write.value or b"") > room)
             ):
-                rejected = self._unproducible(kb, ctx)
+                rejected = self._unproducible(effects)
                 if rejected is not None:
+                    effects.context = None
                     if not self._rejected(stream, msg, key, rejected, result):
                         break
                     positions[(msg.topic, msg.partition)] = msg.offset + 1
                     continue
-            if write is not _UNSET:
-                pending[kb] = writes[kb] = write
-                if ctx._write_headers is not None:
-                    table_headers[kb] = ctx._write_headers
-                elif kb in table_headers:
-                    del table_headers[kb]
-            if ctx._emits:
-                emits.extend(ctx._emits)
-            if ctx._deferred:
-                result.deferred.extend(ctx._deferred)
+            self._take(effects, result)
             positions[(msg.topic, msg.partition)] = msg.offset + 1
             result.stats.processed += 1
         self._count(result)
         return result
+
+    def _take(self, effects: Effects, result: BatchResult) -> None:
+        """Apply what a callback that returned normally did: its table write becomes pending
+        (read by later callbacks, coalesced per key), its emits and deferred commits join the
+        batch's. Then the record belongs to no Context any more."""
+        effects.context = None
+        write = effects.write
+        if write is not None:
+            kb = write.key
+            self._pending[kb] = result.table_writes[kb] = write.value
+            if write.headers is not None:
+                result.table_headers[kb] = write.headers
+            elif kb in result.table_headers:
+                del result.table_headers[kb]
+        if effects.emits:
+            result.emits.extend(effects.emits)
+        if effects.deferred:
+            result.deferred.extend(effects.deferred)
 
     def _count(self, result: BatchResult) -> None:
         counts = result.stats
@@ -393,7 +408,8 @@ class PartitionCore:
         self.stats.add(counts)
 
     def table_keys(self) -> list[str]:
-        """Every key of the group table, pending writes included, sorted."""
+        """Every key of the group table, pending writes included, sorted by key bytes, as
+        lossless text (:func:`~goka_ray.core.keys.decode_key`)."""
         if self.table is None:
             return []
         keys = {k for k, _ in self.table.storage.iterate()}
@@ -402,11 +418,13 @@ class PartitionCore:
                 keys.discard(k)
             else:
                 keys.add(k)
-        return [k.decode("utf-8", "surrogateescape") for k in sorted(keys)]
+        return [decode_key(k) for k in sorted(keys)]
 
-    def visit(self, name: str, meta: Any = None, keys: Iterable[str] | None = None) -> BatchResult:
-        """Run the Visitor ``name`` as ``callback(ctx, meta)`` for each of ``keys`` (default:
-        every key of the group table, as :meth:`table_keys`).
+    def visit(
+        self, name: str, meta: Any = None, keys: Iterable[str | bytes] | None = None
+    ) -> BatchResult:
+        """Run the Visitor ``name`` as ``callback(ctx, meta)`` for each of ``keys`` (str or
+        bytes; default: every key of the group table, as :meth:`table_keys`).
 
         The result is published and committed like a batch's (it has no ``positions``). Call
         it between batches, from the thread that calls :meth:`process`. A raising callback
@@ -422,41 +440,28 @@ class PartitionCore:
                 f"callback) to define_group (declared visitors: {declared})"
             )
         result = BatchResult(group=self.group)
-        writes = result.table_writes
-        table_headers = result.table_headers
-        pending = self._pending
         callback = visitor.callback
+        effects = self._effects
         now = int(time.time() * 1000)
         visiting = self.table_keys() if keys is None else list(keys)
-        for key in visiting:
-            if not isinstance(key, str):
-                raise TypeError(f"visit({name!r}): keys must be str, not {type(key).__name__}")
-        for key in visiting:
-            kb = key.encode("utf-8", "surrogateescape")
+        for kb in [encode_key(key, f"visit({name!r})") for key in visiting]:
             msg = InputMessage(VISIT_TOPIC, self.partition, -1, kb, None, now, None)
-            ctx = Context(self, msg, key)
             try:
-                callback(ctx, meta)
+                callback(Context(self, msg, decode_key(kb), effects), meta)
             except Exception as exc:
+                effects.context = None
                 self._raise_storage_failure()
-                result.failure = self._failure(msg, key, exc)
+                result.failure = self._failure(msg, decode_key(kb), exc)
                 break
             if self._storage_failure is not None:
+                effects.context = None
                 self._raise_storage_failure()
-            rejected = self._unproducible(kb, ctx)
+            rejected = self._unproducible(effects)
             if rejected is not None:
-                result.failure = self._failure(msg, key, rejected)
+                effects.context = None
+                result.failure = self._failure(msg, decode_key(kb), rejected)
                 break
-            if ctx._write is not _UNSET:
-                pending[kb] = writes[kb] = ctx._write
-                if ctx._write_headers is not None:
-                    table_headers[kb] = ctx._write_headers
-                elif kb in table_headers:
-                    del table_headers[kb]
-            if ctx._emits:
-                result.emits.extend(ctx._emits)
-            if ctx._deferred:
-                result.deferred.extend(ctx._deferred)
+            self._take(effects, result)
             result.stats.visited += 1
         self._count(result)
         return result
@@ -479,17 +484,18 @@ class PartitionCore:
         """Apply the stream's decode-error policy; False means the batch stops (fail)."""
         return self._reject(stream.on_decode_error, "undecodable", msg, key, exc, result)
 
-    def _unproducible(self, key: bytes, ctx: Context) -> RecordRejected | None:
+    def _unproducible(self, effects: Effects) -> RecordRejected | None:
         """The first record of a callback's effects that is too large to produce, if any."""
         limit = self.limit
-        if ctx._write is not _UNSET:
+        write = effects.write
+        if write is not None:
             rejected = limit.check(
-                "changelog record", self.graph.table_topic, key, ctx._write, ctx._write_headers
+                "changelog record", self.graph.table_topic, write.key, write.value, write.headers
             )
             if rejected is not None:
                 return rejected
         loop = self.graph.loop_topic if self.graph.loop is not None else None
-        for out in ctx._emits or ():
+        for out in effects.emits or ():
             what = "loopback" if out.topic == loop else "emit"
             rejected = limit.check(what, out.topic, out.key, out.value, out.headers)
             if rejected is not None:
@@ -517,13 +523,25 @@ class PartitionCore:
         visit's message (topic ``VISIT_TOPIC``) always fails."""
         result = BatchResult(group=self.group)
         stream = self._streams.get(msg.topic)
-        key = None if msg.key is None else msg.key.decode("utf-8", "surrogateescape")
+        key = None if msg.key is None else decode_key(msg.key)
         if stream is None:
             result.failure = self._failure(msg, key, error)
         elif self._rejected(stream, msg, key, error, result):
             result.positions[(msg.topic, msg.partition)] = msg.offset + 1
         self._count(result)
         return result
+
+    def _keyless(self, stream: StreamEdge, msg: InputMessage, result: BatchResult) -> bool:
+        """Apply the stream's null-key policy to a message without a key; False = the batch
+        stops (fail)."""
+        error = GokaRayError(
+            f"the message has no key; Input({msg.topic!r}, null_key={stream.null_key!r}) "
+            f"does not process keyless messages (give producers a key, or choose another "
+            f"null_key policy)"
+        )
+        if stream.null_key != "fail":
+            result.stats.null_keys += 1
+        return self._reject(stream.null_key, "null_key", msg, None, error, result)
 
     def _callback_error(
         self,
@@ -563,10 +581,11 @@ class PartitionCore:
             logger.warning("group %s: skipping %s %s: %s", self.group, what, where, exc)
             result.stats.skipped += 1
             return True
-        error = f"{type(exc).__name__}: {exc}" if stage != "undecodable" else str(exc)
+        error = f"{type(exc).__name__}: {exc}" if stage in ("callback", "produce") else str(exc)
         headers = list(msg.headers or ())
         headers += [
-            ("goka-ray.error", error.encode()),
+            # a message may quote a key that is not UTF-8 (lone surrogates): keep it readable
+            ("goka-ray.error", error.encode("utf-8", "backslashreplace")),
             ("goka-ray.stage", stage.encode()),
             ("goka-ray.topic", msg.topic.encode()),
             ("goka-ray.partition", str(msg.partition).encode()),
@@ -577,7 +596,9 @@ class PartitionCore:
         if too_large is not None:  # cannot be dead-lettered either: the partition stops
             result.failure = self._failure(msg, key, too_large)
             return False
-        result.emits.append(OutgoingMessage(dlq, msg.key, msg.value, headers))
+        # a keyless message stays at its partition number (a producer would pick one at random)
+        partition = msg.partition if msg.key is None else None
+        result.emits.append(OutgoingMessage(dlq, msg.key, msg.value, headers, partition))
         result.stats.dead_lettered += 1
         logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, exc)
         return True

@@ -30,7 +30,8 @@ class PartitionStats:
     ``dead_lettered`` only); ``table_writes`` counts changelog records, i.e. the coalesced
     writes of each batch. ``callback_errors`` counts the messages whose callback raised and
     that the input's ``on_error`` policy skipped or dead-lettered, ``unproducible`` those
-    that made a record Kafka refuses (both are also counted in ``skipped`` or
+    that made a record Kafka refuses, ``null_keys`` those without a key that the input's
+    ``null_key`` policy skipped or dead-lettered (all are also counted in ``skipped`` or
     ``dead_lettered``; the rest of those are decode errors and tombstones). ``visited``
     counts the keys visitors ran for; ``recovered`` the changelog records applied to the
     partition's tables (recovery, hand-over, standby); ``aborted_skipped`` the changelog
@@ -43,6 +44,7 @@ class PartitionStats:
     dead_lettered: int = 0
     callback_errors: int = 0
     unproducible: int = 0
+    null_keys: int = 0
     visited: int = 0
     emitted: int = 0
     table_writes: int = 0
@@ -106,6 +108,10 @@ class CounterFields:
     @property
     def unproducible(self) -> int:
         return self.stats.unproducible
+
+    @property
+    def null_keys(self) -> int:
+        return self.stats.null_keys
 
     @property
     def visited(self) -> int:

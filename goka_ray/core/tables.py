@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from goka_ray.core.codecs import Codec
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.messages import Headers, headers_dict
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.storage import Storage, WriteBatch
@@ -55,14 +56,6 @@ class UpdateContext:
     headers: dict[str, bytes] = field(default_factory=dict)
 
 
-def _key_bytes(key: str | bytes) -> bytes:
-    if isinstance(key, str):
-        return key.encode("utf-8", "surrogateescape")
-    if isinstance(key, bytes | bytearray):
-        return bytes(key)
-    raise TypeError(f"table key {key!r} must be str or bytes")
-
-
 class UpdateStorage:
     """The table partition as an update callback sees it.
 
@@ -78,7 +71,7 @@ class UpdateStorage:
 
     def get(self, key: str | bytes) -> bytes | None:
         """The stored (raw, encoded) value of ``key``, or None."""
-        kb = _key_bytes(key)
+        kb = encode_key(key, "update callback storage")
         writes = self._batch.writes
         if kb in writes:
             return writes[kb]
@@ -94,11 +87,11 @@ class UpdateStorage:
                 f"update callback: storage.set({key!r}, ...) needs the encoded value as bytes, "
                 f"not {type(value).__name__}; encode it with the table's codec"
             )
-        self._batch.writes[_key_bytes(key)] = bytes(value)
+        self._batch.writes[encode_key(key, "update callback storage")] = bytes(value)
 
     def delete(self, key: str | bytes) -> None:
         """Remove ``key``."""
-        self._batch.writes[_key_bytes(key)] = None
+        self._batch.writes[encode_key(key, "update callback storage")] = None
 
 
 #: ``update(ctx, storage, key, value)``: store a changelog record (value None = tombstone)
@@ -139,8 +132,9 @@ class TablePartition:
         self.update = update
         self.group = group
 
-    def get(self, key: str) -> Any:
-        raw = self.storage.get(key.encode("utf-8"))
+    def get(self, key: str | bytes) -> Any:
+        """The decoded value of ``key`` (str or bytes; None if absent)."""
+        raw = self.storage.get(encode_key(key, f"table {self.topic!r}"))
         return None if raw is None else self.codec.decode(raw)
 
     def apply_changelog(
@@ -181,7 +175,7 @@ class TablePartition:
                 offset, headers = -1, None
                 if isinstance(record, ChangelogRecord):
                     offset, headers = record.offset, record.headers
-                text = key.decode("utf-8", "surrogateescape")
+                text = decode_key(key)
                 ctx = UpdateContext(self.topic, self.partition, offset, headers_dict(headers))
                 try:
                     update(ctx, view, text, record[1])

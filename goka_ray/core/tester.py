@@ -7,6 +7,14 @@ and lookups (any partition) behave as in production.
     t = Tester(graph)
     t.consume("user-clicks", "alice", "click")
     assert t.table_value(table("clicks"), "alice") == 1
+
+Routing is the broker's: every record appended to a topic (a consumed message, a changelog
+record, an emit, a loopback, a dead letter) reaches every consumer of that topic. Groups that
+consume it as a stream (``Input``, ``Loop``) get it as a message, in order; readers of it as a
+table (``Join``, ``Lookup``, and what a View would show) apply it to their copy, as a changelog
+follower does. A group's own table is its own copy (LevelDB in production), written only by its
+callbacks; records that others write to its changelog reach it when it recovers
+(:meth:`Tester.restart`), as on the broker.
 """
 
 from __future__ import annotations
@@ -19,20 +27,33 @@ from typing import Any
 from goka_ray.core.codecs import Codec
 from goka_ray.core.context import DeferredCommit
 from goka_ray.core.graph import GroupGraph
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
-from goka_ray.core.messages import InputMessage, OutgoingMessage, headers_dict, headers_list
+from goka_ray.core.messages import (
+    Headers,
+    InputMessage,
+    OutgoingMessage,
+    headers_dict,
+    headers_list,
+)
 from goka_ray.core.partition import BatchResult, PartitionCore
 from goka_ray.core.partitioner import MURMUR2, Partitioner
-from goka_ray.core.storage import MemoryStorage
-from goka_ray.core.tables import ChangelogRecord, PartitionedTable
+from goka_ray.core.storage import MemoryStorage, Storage
+from goka_ray.core.tables import ChangelogRecord, PartitionedTable, TablePartition
 from goka_ray.errors import ConfigError, ProcessingError
 
 __all__ = ["EmittedMessage", "Tester"]
 
+Key = str | bytes
+
 
 @dataclass(frozen=True)
 class EmittedMessage:
-    """A message that went through a topic in the tester."""
+    """A message that went through a topic in the tester.
+
+    ``key`` is lossless text (see :mod:`goka_ray.core.keys`), None for a message without a key;
+    ``key_bytes`` gives the raw key.
+    """
 
     topic: str
     key: str | None
@@ -41,6 +62,11 @@ class EmittedMessage:
     partition: int = 0
     offset: int = 0
     raw: bytes | None = None
+
+    @property
+    def key_bytes(self) -> bytes | None:
+        """The key as Kafka holds it."""
+        return None if self.key is None else encode_key(self.key)
 
 
 class Tester:
@@ -52,6 +78,8 @@ class Tester:
     ``max_message_bytes`` setting does on the cluster: a message that makes a larger record
     goes through its input's ``on_error`` policy (``fail``: :meth:`consume` raises a
     ProcessingError whose ``error`` is a :class:`~goka_ray.errors.RecordRejected`).
+    A message without a key goes to the partition given to :meth:`consume` (default 0), where
+    a producer would pick one.
     """
 
     __test__ = False  # not a pytest test class, despite the name
@@ -85,39 +113,44 @@ class Tester:
         for g in graphs:  # a group's own codec wins over what its readers declare
             if g.persist is not None:
                 self._table_codecs[g.table_topic] = g.persist.codec
+        #: the group that owns each table topic
+        self._owners = {g.table_topic: g.group for g in graphs if g.persist is not None}
         self._reset()
 
     def _reset(self) -> None:
         n = self.partitions
-        self._tables: dict[str, list[MemoryStorage]] = {
-            t: [MemoryStorage() for _ in range(n)] for t in self._table_codecs
+        # the copy of each table topic its readers hold (joins, lookups; what a view shows):
+        # every record of the topic applied in order, as a changelog follower does
+        self._readers: dict[str, list[TablePartition]] = {
+            t: [TablePartition(t, p, MemoryStorage(), codec) for p in range(n)]
+            for t, codec in self._table_codecs.items()
         }
         self._cores: dict[str, list[PartitionCore]] = {}
         self._consumers: dict[str, list[GroupGraph]] = {}
         # a Join with an update callback keeps its own copy of the table (as in production,
-        # where it reads the changelog through the callback); other joins share the table
+        # where it reads the changelog through the callback); other joins share the readers'
         self._join_copies: dict[str, list[str]] = {}
         for g in self.graphs:
-            own: list[MemoryStorage | None] = list(self._tables.get(g.table_topic, [None] * n))
-            joins: dict[str, list[MemoryStorage]] = {}
+            joins: dict[str, list[Storage]] = {}
             for j in g.joins:
                 if j.update is None:
-                    joins[j.table] = self._tables[j.table]
+                    joins[j.table] = self._reader_storages(j.table)
                 else:
                     joins[j.table] = [MemoryStorage() for _ in range(n)]
                     self._join_copies.setdefault(j.table, []).append(g.group)
+            lookups = {
+                lk.table: PartitionedTable(
+                    lk.table, self._reader_storages(lk.table), self.partitioner
+                )
+                for lk in g.lookups
+            }
             self._cores[g.group] = [
                 PartitionCore(
                     g,
                     p,
-                    own[p],
+                    MemoryStorage() if g.persist is not None else None,
                     joins={t: storages[p] for t, storages in joins.items()},
-                    lookups={
-                        lk.table: PartitionedTable(
-                            lk.table, self._tables[lk.table], self.partitioner
-                        )
-                        for lk in g.lookups
-                    },
+                    lookups=lookups,
                     default_headers=self.default_headers,
                     limit=self.limit,
                 )
@@ -135,57 +168,67 @@ class Tester:
         self._committed: dict[tuple[str, str, int], int] = {}
         self._deferred: list[tuple[str, DeferredCommit]] = []
 
-    def _lookup_table(self, table: str) -> PartitionedTable:
-        return PartitionedTable(table, self._tables[table], self.partitioner)
+    def _reader_storages(self, table: str) -> list[Storage]:
+        return [t.storage for t in self._readers[table]]
 
     # -- feeding ------------------------------------------------------------------------------
 
     def consume(
         self,
         topic: str,
-        key: str,
+        key: Key | None,
         value: Any,
         headers: Mapping[str, str | bytes] | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
         """Deliver a message to ``topic`` and run everything it causes until quiescent.
 
-        The value is encoded with the codec of each consuming Input edge. A failing callback
-        raises :class:`~goka_ray.errors.ProcessingError` out of this call, and so does a deferred
+        ``key`` is str or bytes (None: a message without a key, at ``partition``, default 0;
+        a keyed message goes where the partitioner puts it). The value is encoded with the
+        codec of each group that consumes ``topic`` as a stream, and with the table codec for
+        the readers of ``topic`` as a table (a Join, a Lookup). A failing callback raises
+        :class:`~goka_ray.errors.ProcessingError` out of this call, and so does a deferred
         commit (``ctx.defer_commit()``) called with an error, here or since the last call.
         """
         self._check_deferred()
         consumers = self._consumers_of(topic)
         hdrs = headers_list(headers)
-        kb = key.encode()
+        kb = self._key(key, "consume")
         # encode for every consumer first: a value one of them cannot encode delivers nothing
         encoded: list[bytes | None] = []
         for g in consumers:
             codec = next(s.codec for s in g.streams() if s.topic == topic)
             encoded.append(None if value is None else codec.encode(value))
-        p = self._partition(kb)
+        table_codec = self._table_codecs.get(topic)
+        as_table = None
+        if table_codec is not None and value is not None:
+            as_table = table_codec.encode(value)
+        p = self._partition_for(kb, partition)
         offset = self._next_offset(topic, p)
         for g, raw in zip(consumers, encoded, strict=True):
             self._queue.append((g, InputMessage(topic, p, offset, kb, raw, 0, hdrs)))
-        self._record(topic, kb, value, encoded[0], hdrs, p, offset)
+        self._record(topic, kb, value, (encoded or [as_table])[0], hdrs, p, offset)
+        if table_codec is not None:
+            self._feed_readers(topic, p, ChangelogRecord(kb, as_table, offset, hdrs))
         self._run()
 
     def consume_raw(
         self,
         topic: str,
-        key: str | None,
+        key: Key | None,
         data: bytes | None,
         headers: Mapping[str, str | bytes] | None = None,
+        *,
+        partition: int | None = None,
     ) -> None:
-        """Deliver already-encoded bytes (e.g. to test decode-error policies)."""
+        """Deliver already-encoded bytes (e.g. to test decode-error policies); ``key`` and
+        ``partition`` as for :meth:`consume`."""
         self._check_deferred()
-        consumers = self._consumers_of(topic)
-        kb = key.encode() if key is not None else None
-        p = self._partition(kb)
-        offset = self._next_offset(topic, p)
-        hdrs = headers_list(headers)
-        for g in consumers:
-            self._queue.append((g, InputMessage(topic, p, offset, kb, data, 0, hdrs)))
-        self._record(topic, kb, data, data, hdrs, p, offset)
+        self._consumers_of(topic)
+        kb = self._key(key, "consume_raw")
+        p = self._partition_for(kb, partition)
+        self._append(topic, p, kb, data, headers_list(headers), data)
         self._run()
 
     def visit_all(self, name: str, meta: Any = None, group: str | None = None) -> int:
@@ -219,16 +262,38 @@ class Tester:
         return visited
 
     def _consumers_of(self, topic: str) -> list[GroupGraph]:
-        consumers = self._consumers.get(topic)
-        if not consumers:
-            known = sorted(self._consumers)
+        """The groups consuming ``topic`` as a stream; ConfigError if nobody reads it at all."""
+        consumers = self._consumers.get(topic, [])
+        if not consumers and topic not in self._readers:
             raise ConfigError(
-                f"Tester: no registered group consumes {topic!r}; consumed topics: {known}"
+                f"Tester: no registered group consumes or reads {topic!r}; consumed topics: "
+                f"{sorted(self._consumers)}, tables: {sorted(self._readers)}"
             )
         return consumers
 
+    @staticmethod
+    def _key(key: Key | None, call: str) -> bytes | None:
+        try:
+            return None if key is None else encode_key(key, f"Tester.{call}()")
+        except TypeError as exc:
+            raise ConfigError(str(exc)) from None
+
     def _partition(self, key: bytes | None) -> int:
         return 0 if key is None else self.partitioner.partition(key, self.partitions)
+
+    def _partition_for(self, key: bytes | None, partition: int | None) -> int:
+        if partition is None:
+            return self._partition(key)
+        if not 0 <= partition < self.partitions:
+            raise ConfigError(
+                f"Tester: partition {partition} does not exist; use 0..{self.partitions - 1}"
+            )
+        if key is not None and partition != self._partition(key):
+            raise ConfigError(
+                f"Tester: key {decode_key(key)!r} belongs to partition {self._partition(key)}, "
+                f"not {partition}; give a partition only for a message without a key"
+            )
+        return partition
 
     def _next_offset(self, topic: str, partition: int) -> int:
         offset = self._offsets.get((topic, partition), 0)
@@ -252,18 +317,9 @@ class Tester:
             assert graph.persist is not None
             for key, data in result.table_writes.items():
                 value = None if data is None else graph.persist.codec.decode(data)
-                changelog_offset = self._next_offset(graph.table_topic, partition)
                 headers = result.table_headers.get(key)
-                self._record(
-                    graph.table_topic, key, value, data, headers, partition, changelog_offset
-                )
-                self._feed_copies(
-                    graph.table_topic,
-                    partition,
-                    ChangelogRecord(key, data, changelog_offset, headers),
-                    changelog_offset + 1,
-                )
-            changelog_offset += 1  # type: ignore[operator]
+                offset = self._append(graph.table_topic, partition, key, data, headers, value)
+                changelog_offset = offset + 1
         core.commit(result, changelog_offset)
         for out in result.emits:
             self._deliver(graph, out)
@@ -283,6 +339,32 @@ class Tester:
                 raise ProcessingError(group, d.topic, d.partition, d.offset, d.key, d.error)
         self._deferred = [(g, d) for g, d in self._deferred if not d.done]
 
+    def _append(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        raw: bytes | None,
+        headers: Headers | None,
+        value: Any,
+    ) -> int:
+        """Append a record to ``topic[partition]`` and route it to every consumer of the
+        topic: stream consumers get it queued, table readers apply it. Returns its offset."""
+        offset = self._next_offset(topic, partition)
+        self._record(topic, key, value, raw, headers, partition, offset)
+        if topic in self._readers:
+            self._feed_readers(topic, partition, ChangelogRecord(key, raw, offset, headers))
+        for g in self._consumers.get(topic, ()):
+            self._queue.append((g, InputMessage(topic, partition, offset, key, raw, 0, headers)))
+        return offset
+
+    def _feed_readers(self, table: str, partition: int, record: ChangelogRecord) -> None:
+        """Apply a record of ``table`` to its readers' copy and to the joins of it that have
+        an update callback (each through the callback)."""
+        next_offset = record.offset + 1
+        self._readers[table][partition].apply_changelog([record], next_offset)
+        self._feed_copies(table, partition, record, next_offset)
+
     def _feed_copies(
         self, table: str, partition: int, record: ChangelogRecord, next_offset: int | None
     ) -> None:
@@ -293,19 +375,15 @@ class Tester:
             core.recover_join(table, [record], reached)
 
     def _deliver(self, source: GroupGraph, out: OutgoingMessage) -> None:
-        p = self._partition(out.key)
-        offset = self._next_offset(out.topic, p)
+        """Produce an emit, loopback or dead letter: the partition it names, else its key's."""
+        p = out.partition if out.partition is not None else self._partition(out.key)
         codec = source.output_codec(out.topic)
         if out.topic == source.loop_topic and source.loop is not None:
             codec = source.loop.codec
         value = (
             codec.decode(out.value) if codec is not None and out.value is not None else out.value
         )
-        self._record(out.topic, out.key, value, out.value, out.headers, p, offset)
-        for g in self._consumers.get(out.topic, ()):
-            self._queue.append(
-                (g, InputMessage(out.topic, p, offset, out.key, out.value, 0, out.headers))
-            )
+        self._append(out.topic, p, out.key, out.value, out.headers, value)
 
     def _record(
         self,
@@ -313,14 +391,14 @@ class Tester:
         key: bytes | None,
         value: Any,
         raw: bytes | None,
-        headers: list[tuple[str, bytes]] | None,
+        headers: Headers | None,
         partition: int,
         offset: int,
     ) -> None:
         self._messages.setdefault(topic, []).append(
             EmittedMessage(
                 topic,
-                key.decode() if key is not None else None,
+                decode_key(key) if key is not None else None,
                 value,
                 headers_dict(headers),
                 partition,
@@ -331,45 +409,67 @@ class Tester:
 
     # -- tables -------------------------------------------------------------------------------
 
-    def _table(self, table: str, call: str) -> tuple[list[MemoryStorage], Codec]:
-        if table not in self._tables:
+    def _table(self, table: str, call: str) -> tuple[list[Storage], Codec]:
+        """The storages of ``table`` as its users see it: the owner group's own copy if a
+        registered group persists it, else its readers' copy."""
+        if table not in self._readers:
             raise ConfigError(
                 f"Tester.{call}({table!r}, ...): no registered group persists, joins or looks up "
-                f"{table!r}; known tables: {sorted(self._tables)}"
+                f"{table!r}; known tables: {sorted(self._readers)}"
             )
-        return self._tables[table], self._table_codecs[table]
+        owner = self._owners.get(table)
+        if owner is not None:
+            storages: list[Storage] = []
+            for core in self._cores[owner]:
+                assert core.table is not None
+                storages.append(core.table.storage)
+        else:
+            storages = self._reader_storages(table)
+        return storages, self._table_codecs[table]
 
-    def table_value(self, table: str, key: str) -> Any:
-        """The current value of ``key`` in ``table`` (None if absent)."""
+    def table_value(self, table: str, key: Key) -> Any:
+        """The current value of ``key`` (str or bytes) in ``table`` (None if absent): as its
+        owner group holds it, or for a table no registered group persists, as its readers do."""
         storages, codec = self._table(table, "table_value")
-        kb = key.encode()
+        kb = self._key(key, "table_value")
+        assert kb is not None
         raw = storages[self._partition(kb)].get(kb)
         return None if raw is None else codec.decode(raw)
 
-    def set_table_value(self, table: str, key: str, value: Any) -> None:
+    def set_table_value(self, table: str, key: Key, value: Any) -> None:
         """Put a value into a table directly (to feed joins and lookups); None deletes.
 
-        Joins of ``table`` with an update callback get the value through it, as a changelog
-        record with offset -1. The value bypasses the changelog: :meth:`restart` loses it
-        from a group's own table.
+        The owner group's copy and every reader's copy get it; joins of ``table`` with an
+        update callback get it through the callback, as a changelog record with offset -1.
+        The value bypasses the changelog: no stream consumer of ``table`` sees it, and
+        :meth:`restart` loses it from a group's own table.
         """
-        storages, codec = self._table(table, "set_table_value")
-        kb = key.encode()
+        _, codec = self._table(table, "set_table_value")
+        kb = self._key(key, "set_table_value")
+        assert kb is not None
         p = self._partition(kb)
         data = None if value is None else codec.encode(value)
-        if data is None:
-            storages[p].delete(kb)
-        else:
-            storages[p].set(kb, data)
+        targets = [self._readers[table][p].storage]
+        owner = self._owners.get(table)
+        if owner is not None:
+            own = self._cores[owner][p].table
+            assert own is not None
+            targets.append(own.storage)
+        for storage in targets:
+            if data is None:
+                storage.delete(kb)
+            else:
+                storage.set(kb, data)
         self._feed_copies(table, p, ChangelogRecord(kb, data), None)
 
     def restart(self, *groups: str) -> None:
         """Restart groups (all if none named) on empty local storage.
 
-        Each group's own table is rebuilt from the changelog records this tester recorded (see
-        ``messages("<group>-table")``), through ``Persist(update=...)`` if the graph gives one,
-        as a processor that lost its local state recovers. Joined tables keep their state: a
-        replay through the same update callback would rebuild them as they are.
+        Each group's own table is rebuilt from the records of its changelog (see
+        ``messages("<group>-table")``, its own writes and any other producer's), through
+        ``Persist(update=...)`` if the graph gives one, as a processor that lost its local
+        state recovers. Joined tables keep their state: a replay through the same update
+        callback would rebuild them as they are.
         """
         known = [g.group for g in self.graphs]
         for name in groups:
@@ -380,9 +480,8 @@ class Tester:
                 continue
             records: list[list[ChangelogRecord]] = [[] for _ in range(self.partitions)]
             for m in self._messages.get(graph.table_topic, ()):
-                key = None if m.key is None else m.key.encode()
                 records[m.partition].append(
-                    ChangelogRecord(key, m.raw, m.offset, headers_list(m.headers))
+                    ChangelogRecord(m.key_bytes, m.raw, m.offset, headers_list(m.headers))
                 )
             for p, core in enumerate(self._cores[graph.group]):
                 assert core.table is not None
@@ -392,10 +491,11 @@ class Tester:
                 core.recover(records[p], next_offset)
 
     def table_items(self, table: str) -> dict[str, Any]:
-        """Every key and value of ``table``, sorted by key."""
+        """Every key (lossless text) and value of ``table``, sorted by key bytes; the copy
+        read is the one :meth:`table_value` reads."""
         storages, codec = self._table(table, "table_items")
         merged = PartitionedTable(table, storages, self.partitioner).items()
-        return {k.decode(): codec.decode(v) for k, v in merged}
+        return {decode_key(k): codec.decode(v) for k, v in merged}
 
     # -- observing ----------------------------------------------------------------------------
 

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from goka_ray.core.codecs import Codec, as_codec
+from goka_ray.core.keys import encode_key
 from goka_ray.core.messages import headers_list
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.errors import BrokerError, GokaRayError
@@ -74,13 +75,21 @@ class Emitter:
             self._producer.poll(0.1)
 
     def emit(
-        self, key: str, value: Any, headers: Mapping[str, str | bytes] | None = None
+        self,
+        key: str | bytes | None,
+        value: Any,
+        headers: Mapping[str, str | bytes] | None = None,
     ) -> Future[Delivery]:
-        """Produce asynchronously; the Future resolves once Kafka acknowledges the message."""
+        """Produce asynchronously; the Future resolves once Kafka acknowledges the message.
+
+        ``key`` is str (UTF-8; text goka-ray handed out for a key that is not UTF-8 encodes
+        back to its bytes, see :mod:`goka_ray.core.keys`), bytes, or None for a message without
+        a key (its partition is the producer's choice; groups skip such messages unless their
+        Input says ``null_key=...``). TypeError for any other key.
+        """
         if self._closed.is_set():
             raise GokaRayError(f"Emitter({self.topic!r}) is closed; create a new one")
-        if not isinstance(key, str):
-            raise TypeError(f"emit(): key must be str, not {type(key).__name__}")
+        kb = None if key is None else encode_key(key, "emit()")
         data = None if value is None else self.codec.encode(value)
         merged = {**self._default_headers, **(headers or {})}
         future: Future[Delivery] = Future()
@@ -93,11 +102,11 @@ class Emitter:
             else:
                 future.set_result(Delivery(msg.topic(), msg.partition(), msg.offset()))
 
-        kwargs: dict[str, Any] = {"key": key.encode(), "value": data, "on_delivery": delivered}
+        kwargs: dict[str, Any] = {"key": kb, "value": data, "on_delivery": delivered}
         if merged:
             kwargs["headers"] = headers_list(merged)
-        if self.partitioner.librdkafka_name is None:
-            kwargs["partition"] = self.partitioner.partition(key.encode(), self._partition_count())
+        if self.partitioner.librdkafka_name is None and kb is not None:
+            kwargs["partition"] = self.partitioner.partition(kb, self._partition_count())
         while True:
             try:
                 self._producer.produce(self.topic, **kwargs)
@@ -115,7 +124,7 @@ class Emitter:
 
     def emit_sync(
         self,
-        key: str,
+        key: str | bytes | None,
         value: Any,
         headers: Mapping[str, str | bytes] | None = None,
         timeout: float = 30.0,

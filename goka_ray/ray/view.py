@@ -26,14 +26,15 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from goka_ray.control.assignment import plan_actors
 from goka_ray.control.names import view_actor_name
 from goka_ray.control.status import ViewStatus
 from goka_ray.core.codecs import Codec, as_codec
 from goka_ray.core.config import Config
-from goka_ray.core.graph import _check_update
+from goka_ray.core.graph import check_update_callback
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.tables import UpdateCallback
 from goka_ray.errors import GokaRayError, TopicError
@@ -47,6 +48,7 @@ STATES = ViewStatus.STATES
 _RANK = {state: i for i, state in enumerate(STATES)}
 PAGE_SIZE = 1000  # pairs per page that View.iterator fetches from a view actor
 PAGE_BYTES = 4 << 20  # and a page stops growing at about this many bytes
+K = TypeVar("K", bound=str | bytes)  # a key as the caller gives it
 
 
 class View:
@@ -67,7 +69,7 @@ class View:
         as for ``Persist(update=)``); it takes effect when ``start()`` creates the actors, not
         when it attaches to running ones."""
         if update is not None:
-            _check_update(update, f"View({table!r})")
+            check_update_callback(update, f"View({table!r})")
         self.update = update
         self.config = Config.load(config)
         self.brokers: str = self.config.resolve_brokers(brokers)
@@ -202,43 +204,47 @@ class View:
 
     # -- reads --------------------------------------------------------------------------------
 
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Values of many keys with one call per view actor (None where absent)."""
-
+    def get_many(self, keys: Iterable[K]) -> dict[K, Any]:
+        """Values of many keys with one call per view actor (None where absent), keyed as
+        given. A key is str (encoded losslessly, see :mod:`goka_ray.core.keys`) or bytes."""
         actors = self._require()
         keys = list(keys)
         by_actor: dict[int, list[tuple[int, bytes]]] = {}
-        order: dict[int, list[str]] = {}
+        order: dict[int, list[K]] = {}
         n = len(self._owner)
         for key in keys:
-            kb = key.encode()
+            kb = _key(key, "View.get")
             p = self.partitioner.partition(kb, n)
             i = self._owner[p]
             by_actor.setdefault(i, []).append((p, kb))
             order.setdefault(i, []).append(key)
         refs = {i: actors[i].get.remote(pk) for i, pk in by_actor.items()}
-        out: dict[str, Any] = {}
+        out: dict[K, Any] = {}
         for i, ref in refs.items():
             for key, raw in zip(order[i], remote.get(ref, timeout=60), strict=True):
                 out[key] = None if raw is None else self.codec.decode(raw)
         return out
 
-    def get(self, key: str) -> Any:
-        """The value of ``key`` (None if absent)."""
+    def get(self, key: str | bytes) -> Any:
+        """The value of ``key`` (str or bytes, as :meth:`get_many`; None if absent)."""
         return self.get_many([key])[key]
 
-    def has(self, key: str) -> bool:
-        """Whether ``key`` has a value."""
+    def has(self, key: str | bytes) -> bool:
+        """Whether ``key`` (str or bytes) has a value."""
         return self.get(key) is not None
 
     def iterator(
         self,
-        start: str | None = None,
-        end: str | None = None,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
         *,
         page_size: int = PAGE_SIZE,
     ) -> Iterator[tuple[str, Any]]:
-        """(key, value) pairs with ``start <= key < end``, ordered by key (UTF-8 bytes).
+        """(key, value) pairs with ``start <= key < end``, ordered by key bytes.
+
+        Keys come as lossless text (:func:`~goka_ray.core.keys.decode_key`): a key that is not
+        UTF-8 reads with lone surrogates and ``get``, ``encode_key`` or a Kafka client given it
+        back reach the same bytes. ``start`` and ``end`` are str or bytes.
 
         Lazy: each view actor is asked for pages of ``page_size`` pairs (and at most about
         4 MiB), the next page while this one is consumed, so memory stays bounded however
@@ -249,14 +255,14 @@ class View:
         if page_size < 1:
             raise GokaRayError(f"iterator(page_size={page_size}): the page size must be >= 1")
         actors = self._require()
-        lo = None if start is None else start.encode()
-        hi = None if end is None else end.encode()
+        lo = None if start is None else _key(start, "View.iterator")
+        hi = None if end is None else _key(end, "View.iterator")
         if lo is not None and hi is not None and lo >= hi:
             return
         first = [a.page.remote(lo, hi, page_size, PAGE_BYTES) for a in actors]
         runs = [_pages(a, ref, hi, page_size) for a, ref in zip(actors, first, strict=True)]
         for kb, raw in heapq.merge(*runs, key=itemgetter(0)):
-            yield kb.decode(), self.codec.decode(raw)
+            yield decode_key(kb), self.codec.decode(raw)
 
     def items(self) -> Iterator[tuple[str, Any]]:
         """Every (key, value), ordered by key across all partitions (``iterator()``)."""
@@ -292,6 +298,13 @@ class View:
                 self._owner,
             ),
         )
+
+
+def _key(key: str | bytes, call: str) -> bytes:
+    try:
+        return encode_key(key, call)
+    except TypeError as exc:
+        raise GokaRayError(str(exc)) from None
 
 
 def _pages(actor: Any, ref: Any, end: bytes | None, limit: int) -> Iterator[tuple[bytes, bytes]]:
