@@ -137,7 +137,9 @@ class GroupCoordinator:
             if self._watch is not None:
                 return self.policy.partitions
             with TopicManager(self.spec.brokers) as topics:
-                partitions = topics.ensure_group_topics(self.spec.graph)
+                partitions = topics.ensure_group_topics(
+                    self.spec.graph, self.config.group(self.group).topic_config_mismatch
+                )
             self.actors.save_changes({})  # a new start runs the config it was given
             self._restore_epochs()
             self._execute(self.policy.start(partitions, self.actors.alive_nodes()))

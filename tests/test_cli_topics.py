@@ -126,8 +126,12 @@ def test_check_a_groups_topics_before_it_starts(kafka, unique: str, tmp_path: Pa
         f"group {names['group']!r}: its inputs, loop, table and joined tables must all have the "
         f"same partition count (co-partitioning), but 2 partitions: {names['joined']}; "
         f"4 partitions: {names['inputs']}",
-        f"lookup topic {names['looked_up']!r} is not compacted: its values expire; set "
-        "cleanup.policy=compact on it",
+        f"lookup topic {names['looked_up']!r} does not set cleanup.policy (the broker default "
+        "applies, 'delete' unless log.cleanup.policy was changed): table values expire after "
+        "retention.ms and are then lost to every recovery and view; a table (changelog) topic "
+        "must be compacted. Fix it with: kafka-configs.sh --bootstrap-server "
+        f"{kafka.bootstrap_servers} --alter --entity-type topics --entity-name "
+        f"{names['looked_up']} --add-config cleanup.policy=compact",
     ]
     assert "problem:" in goka_ray(*check, cwd=tmp_path).stdout
 

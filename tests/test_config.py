@@ -31,12 +31,36 @@ def test_yaml_file_is_loaded_and_validated(tmp_path):
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        ({"brokerz": "x"}, "unknown key brokerz; allowed keys"),
-        ({"groups": {"g": {"actorz": 2}}}, "unknown key groups.g.actorz"),
+        ({"brokerz": "x"}, r"unknown key brokerz \(did you mean brokers\?\); allowed keys"),
+        (
+            {"groups": {"g": {"actorz": 2}}},
+            r"unknown key groups.g.actorz \(did you mean groups.g.actors\?",
+        ),
+        (
+            {"views": {"t": {"replica": 2}}},
+            r"unknown key views.t.replica \(did you mean views.t.replicas\?",
+        ),
         ({"groups": {"g": {"placement": "random"}}}, r"groups.g.placement='random': choose one"),
         ({"groups": {"g": {"num_cpus": "lots"}}}, "groups.g.num_cpus='lots': expected float"),
         ({"groups": {"g": {"partitions_per_actor": 0}}}, "partitions_per_actor=0"),
-        ({"kafka": {"admin": {}}}, "kafka: expected a mapping with 'consumer'"),
+        ({"kafka": ["consumer"]}, "kafka: expected a mapping with 'consumer' and/or 'producer'"),
+        (
+            {"kafka": {"consumr": {"fetch.min.bytes": 1}}},
+            r"unknown key kafka.consumr \(did you mean kafka.consumer\?\); allowed keys: "
+            r"\['consumer', 'producer'\]",
+        ),
+        ({"kafka": {"admin": {}}}, r"unknown key kafka.admin; allowed keys: \['consumer'"),
+        ({"kafka": {"consumer": 5}}, "kafka.consumer: expected a mapping of librdkafka settings"),
+        ({"kafka": {"producer": {"acks": [1]}}}, r"kafka.producer.acks=\[1\]: librdkafka takes"),
+        (
+            {"groups": {"g": {"actorz": 2, "num_cpu": 1}}},
+            r"unknown keys groups.g.actorz \(did you mean groups.g.actors\?\), groups.g.num_cpu "
+            r"\(did you mean groups.g.num_cpus\?\)",
+        ),
+        (
+            {"groups": {"g": {"topic_config_mismatch": "ignore"}}},
+            r"choose one of \['warn', 'fail'\]",
+        ),
     ],
 )
 def test_bad_keys_and_values_name_the_key_path(data, message):
@@ -54,8 +78,10 @@ def test_invalid_yaml_is_reported_with_the_file(tmp_path):
 def test_with_group_applies_validated_changes():
     config = Config().with_group("g", actors=4)
     assert config.group("g").actors == 4
-    with pytest.raises(ConfigError, match="unknown setting"):
+    with pytest.raises(ConfigError, match=r"unknown setting groups\.g\.workers; allowed keys"):
         config.with_group("g", workers=2)
+    with pytest.raises(ConfigError, match=r"groups.g.actor \(did you mean groups.g.actors\?\)"):
+        config.with_group("g", actor=2)
 
 
 def test_actor_plans_pack_and_spread_partitions():
@@ -78,3 +104,26 @@ def test_the_example_config_file_loads_and_shows_every_default() -> None:
     # the file lists every group and view setting with its default value
     assert dataclasses.asdict(config.group("clicks")) == dataclasses.asdict(GroupConfig())
     assert config.view("clicks-table") == ViewConfig()
+
+
+@pytest.mark.parametrize(
+    ("section", "settings", "message"),
+    [
+        ("consumer", {"fetch.min.bytez": 1}, 'No such configuration property: "fetch.min.bytez"'),
+        ("producer", {"linger.ms": "soon"}, "Invalid value for configuration property"),
+    ],
+)
+def test_librdkafka_settings_are_checked_before_anything_starts(section, settings, message):
+    from goka_ray import Input, Processor, View, codecs, define_group
+
+    config = {"kafka": {section: settings}}
+    graph = define_group("g", Input("in", codecs.String(), lambda ctx, m: None))
+    # no broker and no Ray are needed to find out: the check runs before either is contacted
+    processor = Processor("127.0.0.1:9", graph, config)
+    with pytest.raises(ConfigError, match=f"kafka.{section}: librdkafka refuses the settings"):
+        processor.start()
+    with pytest.raises(ConfigError, match=message):
+        processor.start()
+    if section == "consumer":
+        with pytest.raises(ConfigError, match=message):
+            View("127.0.0.1:9", "g-table", codecs.Int(), config).start()

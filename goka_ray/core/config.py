@@ -24,6 +24,7 @@ their path and what is allowed.
         max_message_bytes: 1000000          # largest record produced (bytes); larger: on_error
         fetch_wait_max_ms: 500              # longest a fetch waits for data (latency vs load)
         fetch_min_bytes: 1                  # data a fetch waits for (1: answer at once)
+        topic_config_mismatch: warn         # warn | fail: an existing table/loop topic's settings
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -33,9 +34,10 @@ their path and what is allowed.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
@@ -91,6 +93,10 @@ class GroupConfig:
     #: how much data a fetch waits for (librdkafka's ``fetch.min.bytes``, bytes): 1 answers
     #: as soon as anything arrived; more means fewer, larger fetches and more latency
     fetch_min_bytes: int = 1
+    #: an existing table, loop or dead-letter topic whose settings do not fit its role (e.g. a
+    #: table topic with ``cleanup.policy=delete``): ``warn`` (log it, with the fix) or ``fail``
+    #: (the group does not start)
+    topic_config_mismatch: Literal["warn", "fail"] = "warn"
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -110,7 +116,13 @@ class GroupConfig:
             )
         if self.max_restarts < 0:
             raise ConfigError(f"max_restarts={self.max_restarts}: use a whole number >= 0")
-        for name in ("initial_offset", "processing_guarantee", "partitioner", "placement"):
+        for name in (
+            "initial_offset",
+            "processing_guarantee",
+            "partitioner",
+            "placement",
+            "topic_config_mismatch",
+        ):
             _one_of(self, name)
 
 
@@ -164,11 +176,7 @@ class Config:
     def with_group(self, name: str, **changes: Any) -> Config:
         """A copy with ``changes`` applied to group ``name`` (validated)."""
         current = dataclasses.asdict(self.group(name))
-        unknown = sorted(set(changes) - set(current))
-        if unknown:
-            raise ConfigError(
-                f"groups.{name}: unknown setting(s) {unknown}; allowed: {sorted(current)}"
-            )
+        _reject_unknown(changes, current, f"groups.{name}.", "setting")
         merged = _build(GroupConfig, {**current, **changes}, f"groups.{name}")
         return dataclasses.replace(self, groups={**self.groups, name: merged})
 
@@ -184,12 +192,7 @@ class Config:
                 str(name): _build(kind, settings or {}, f"{section}.{name}")
                 for name, settings in raw.items()
             }
-        kafka = data.get("kafka") or {}
-        if not isinstance(kafka, Mapping) or set(kafka) - {"consumer", "producer"}:
-            raise ConfigError(
-                "kafka: expected a mapping with 'consumer' and/or 'producer' librdkafka settings"
-            )
-        data["kafka"] = {k: dict(v or {}) for k, v in kafka.items()}
+        data["kafka"] = _client_settings(data.get("kafka"))
         return _build(cls, data, "")
 
     @classmethod
@@ -232,15 +235,65 @@ def _positive(value: int, name: str) -> None:
         raise ConfigError(f"{name}={value!r}: use a whole number >= 1")
 
 
+def _reject_unknown(
+    data: Mapping[Any, Any], allowed: Iterable[str], prefix: str, what: str = "key"
+) -> None:
+    """ConfigError naming every key of ``data`` not in ``allowed``, each with a "did you
+    mean" where one is close, and the allowed keys."""
+    choices = sorted(allowed)
+    unknown = sorted((k for k in data if k not in choices), key=str)
+    if not unknown:
+        return
+    named = []
+    for key in unknown:
+        close = difflib.get_close_matches(str(key), choices, n=1, cutoff=0.6)
+        hint = f" (did you mean {prefix}{close[0]}?)" if close else ""
+        named.append(f"{prefix}{key}{hint}")
+    plural = "s" if len(unknown) > 1 else ""
+    raise ConfigError(f"unknown {what}{plural} {', '.join(named)}; allowed keys: {choices}")
+
+
+#: sections of ``kafka:``: librdkafka settings for each kind of client
+_CLIENTS = ("consumer", "producer")
+
+
+def _client_settings(kafka: Any) -> dict[str, dict[str, Any]]:
+    """Validate ``kafka: {consumer: {...}, producer: {...}}``: known sections only, each a
+    mapping of librdkafka setting names (str) to str, int, float or bool values."""
+    if kafka is None:
+        return {}
+    if not isinstance(kafka, Mapping):
+        raise ConfigError(
+            f"kafka: expected a mapping with 'consumer' and/or 'producer' librdkafka settings, "
+            f"got {kafka!r}"
+        )
+    _reject_unknown(kafka, _CLIENTS, "kafka.")
+    out: dict[str, dict[str, Any]] = {}
+    for client, settings in kafka.items():
+        settings = settings or {}
+        if not isinstance(settings, Mapping):
+            raise ConfigError(
+                f"kafka.{client}: expected a mapping of librdkafka settings (e.g. "
+                f"{{fetch.min.bytes: 1}}), got {settings!r}"
+            )
+        for name, value in settings.items():
+            if not isinstance(name, str):
+                raise ConfigError(f"kafka.{client}: setting name {name!r} must be a string")
+            if not isinstance(value, str | int | float | bool):
+                raise ConfigError(
+                    f"kafka.{client}.{name}={value!r}: librdkafka takes a string, number or boolean"
+                )
+        out[client] = dict(settings)
+    return out
+
+
 def _build(kind: type[T], data: Mapping[str, Any], path: str) -> T:
     if not isinstance(data, Mapping):
         raise ConfigError(f"{path or 'config'}: expected a mapping, got {data!r}")
     hints = get_type_hints(kind)
     fields = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     prefix = f"{path}." if path else ""
-    unknown = sorted(set(data) - fields)
-    if unknown:
-        raise ConfigError(f"unknown key {prefix}{unknown[0]}; allowed keys: {sorted(fields)}")
+    _reject_unknown(data, fields, prefix)
     for name, value in data.items():
         _check_type(value, hints[name], f"{prefix}{name}")
     try:

@@ -16,11 +16,12 @@ from confluent_kafka import (
 )
 
 from goka_ray.core.partitioner import MURMUR2, Partitioner
-from goka_ray.errors import BrokerError
+from goka_ray.errors import BrokerError, ConfigError
 
 __all__ = [
     "broker_unreachable",
     "caught_up",
+    "check_client_settings",
     "client_config",
     "consume_available",
     "end_offsets",
@@ -84,6 +85,34 @@ def consume_available(consumer: Consumer, max_messages: int, timeout: float) -> 
     if max_messages > 1:
         return [first, *consumer.consume(max_messages - 1, timeout=0)]
     return [first]
+
+
+def check_client_settings(
+    consumer: Mapping[str, Any] | None = None, producer: Mapping[str, Any] | None = None
+) -> None:
+    """Let librdkafka check the ``kafka.consumer`` and ``kafka.producer`` settings up front.
+
+    A misspelled setting or a bad value would otherwise fail every partition actor as it
+    creates its clients. Builds each client without brokers (nothing is contacted) and
+    raises ConfigError naming the section and librdkafka's complaint.
+    """
+    quiet = logging.getLogger("goka_ray.librdkafka.check")
+    for section, settings, make in (
+        ("consumer", consumer, lambda cfg: Consumer({"group.id": "goka-ray-check", **cfg})),
+        ("producer", producer, Producer),
+    ):
+        if not settings:
+            continue
+        try:
+            client = make({**settings, "logger": quiet})
+        except KafkaException as exc:
+            problem = exc.args[0].str() if exc.args and hasattr(exc.args[0], "str") else exc
+            raise ConfigError(
+                f"kafka.{section}: librdkafka refuses the settings: {problem}; see "
+                f"https://github.com/confluentinc/librdkafka/blob/master/CONFIGURATION.md"
+            ) from None
+        if isinstance(client, Consumer):
+            client.close()
 
 
 def broker_unreachable(brokers: str, timeout: float, exc: object) -> BrokerError:

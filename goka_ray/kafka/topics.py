@@ -1,22 +1,105 @@
-"""TopicManager: create and check the topics a group needs (streams, its table, loop, DLQ)."""
+"""TopicManager: create and check the topics a group needs (streams, its table, loop, DLQ).
+
+Topics goka-ray creates get the settings their role needs: a table (changelog) topic is
+compacted (``cleanup.policy=compact``), so the last value of every key stays forever; loop and
+dead-letter topics are plain streams. A topic that already exists is checked too (Goka's
+TopicManager ``MismatchBehavior``): a table topic whose records can expire (``delete``, or
+``compact,delete`` with a finite ``retention.ms``) or a loop or dead-letter topic that is
+compacted (compaction keeps only the last record per key, so unprocessed ones can vanish) is
+reported naming the topic, the setting and the ``kafka-configs`` command that fixes it: a
+warning by default, a TopicError with ``topic_config_mismatch: fail``. A setting a broker does
+not report is taken as its broker default (Kafka's ``log.cleanup.policy`` is ``delete``); some
+brokers report only what was set explicitly on the topic.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from confluent_kafka import KafkaException, TopicCollection
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic, ResourceType
 
 from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import TopicError, did_you_mean
 from goka_ray.kafka.clients import broker_unreachable, client_config
 
-__all__ = ["GroupTopic", "TopicDescription", "TopicManager", "check_brokers", "copartitioning"]
+__all__ = [
+    "GroupTopic",
+    "TopicConfigMismatch",
+    "TopicDescription",
+    "TopicManager",
+    "check_brokers",
+    "copartitioning",
+]
 
 logger = logging.getLogger(__name__)
+
+#: what to do when an existing topic's settings do not fit its role
+MismatchBehavior = Literal["warn", "fail"]
+
+
+@dataclass(frozen=True)
+class TopicConfigMismatch:
+    """An existing topic whose setting does not fit the role goka-ray gives it.
+
+    ``found`` is None when the broker does not report the setting (its default applies).
+    """
+
+    topic: str
+    role: str
+    setting: str
+    found: str | None
+    expected: str
+    why: str
+
+    def fix(self, brokers: str) -> str:
+        """The command that sets the expected value."""
+        return (
+            f"kafka-configs.sh --bootstrap-server {brokers} --alter --entity-type topics "
+            f"--entity-name {self.topic} --add-config {self.setting}={self.expected}"
+        )
+
+    def describe(self, brokers: str) -> str:
+        """One sentence: the topic, the setting, why it matters and how to fix it."""
+        found = (
+            f"has {self.setting}={self.found}"
+            if self.found is not None
+            else f"does not set {self.setting} (the broker default applies, 'delete' unless "
+            f"log.cleanup.policy was changed)"
+        )
+        return f"{self.role} {self.topic!r} {found}: {self.why}. Fix it with: {self.fix(brokers)}"
+
+
+#: roles of topics read as tables: their values must never expire
+_TABLE_ROLES = ("table topic", "join topic", "lookup topic")
+
+
+def _cleanup_mismatch(
+    topic: str, role: str, settings: dict[str, str]
+) -> TopicConfigMismatch | None:
+    """The cleanup.policy mismatch of ``topic`` in ``role`` (a table, or a stream the group
+    writes and reads: its loop, its dead letters)."""
+    found = settings.get("cleanup.policy")
+    policies = {p.strip() for p in (found or "delete").split(",")}
+    if role in _TABLE_ROLES:
+        expires = "delete" in policies and settings.get("retention.ms", "") != "-1"
+        if "compact" in policies and not expires:
+            return None
+        why = (
+            "table values expire after retention.ms and are then lost to every recovery and "
+            "view; a table (changelog) topic must be compacted"
+        )
+        return TopicConfigMismatch(topic, role, "cleanup.policy", found, "compact", why)
+    if "compact" not in policies:
+        return None
+    why = (
+        "compaction keeps only the last record of each key, so records the group has not "
+        "processed yet can be removed; a stream must not be compacted"
+    )
+    return TopicConfigMismatch(topic, role, "cleanup.policy", found, "delete", why)
 
 
 class TopicManager:
@@ -114,18 +197,37 @@ class TopicManager:
 
     def _settings(self, topic: str) -> tuple[dict[str, str], set[str]]:
         """DescribeConfigs of one topic: every setting reported, and the names of those the
-        broker says were set on the topic (not its defaults)."""
-        from confluent_kafka.admin import ConfigResource, ResourceType
-
-        resource = ConfigResource(ResourceType.TOPIC, topic)
+        broker says were set on the topic (not its defaults); nothing if it cannot say."""
         try:
-            future = self._admin.describe_configs([resource], request_timeout=self.timeout)
-            entries = future[resource].result(timeout=self.timeout + 5)
-        except Exception as exc:
+            entries = self._config_entries([topic])[topic]
+        except TopicError as exc:
             logger.debug("cannot describe the settings of %s: %s", topic, exc)
             return {}, set()
         reported = {n: str(e.value) for n, e in sorted(entries.items()) if e.value is not None}
         return reported, {n for n, e in entries.items() if n in reported and not e.is_default}
+
+    def _config_entries(self, topics: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """DescribeConfigs: each topic's ConfigEntry objects by setting name; TopicError if the
+        broker cannot describe one (BrokerError if it cannot be reached)."""
+        names = sorted(set(topics))
+        if not names:
+            return {}
+        resources = [ConfigResource(ResourceType.TOPIC, name) for name in names]
+        try:
+            futures = self._admin.describe_configs(resources, request_timeout=self.timeout)
+        except KafkaException as exc:
+            raise broker_unreachable(self.brokers, self.timeout, exc) from exc
+        entries: dict[str, dict[str, Any]] = {}
+        for resource, future in futures.items():
+            try:
+                entries[resource.name] = dict(future.result(timeout=self.timeout + 5))
+            except Exception as exc:
+                raise TopicError(
+                    f"cannot read the settings of topic {resource.name!r} at {self.brokers} "
+                    f"(DescribeConfigs: {exc}); grant DescribeConfigs on it, or set "
+                    f"topic_config_mismatch: warn to go on without the check"
+                ) from exc
+        return entries
 
     def create(self, topic: str, partitions: int, config: dict[str, str] | None = None) -> None:
         """Create ``topic``; TopicError if it exists already or the broker refuses."""
@@ -190,7 +292,8 @@ class TopicManager:
             return None
         return len(meta.partitions)
 
-    def _ensure(self, topic: str, partitions: int, config: dict[str, str]) -> None:
+    def _ensure(self, topic: str, partitions: int, config: dict[str, str]) -> bool:
+        """Create ``topic`` if missing; returns whether this call created it."""
         existing = self.partitions(topic)
         if existing is not None:
             if existing != partitions:
@@ -199,7 +302,7 @@ class TopicManager:
                     f"co-partitioned topics must have the same count (recreate it, or change "
                     f"the other topics)"
                 )
-            return
+            return False
         new = NewTopic(topic, partitions, self.replication_factor, config=config)
         futures = self._admin.create_topics(
             [new], operation_timeout=self.timeout, request_timeout=self.timeout
@@ -208,19 +311,82 @@ class TopicManager:
             futures[topic].result(timeout=self.timeout + 5)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" in str(exc):
-                return self._ensure(topic, partitions, config)
+                self._ensure(topic, partitions, config)
+                return False
             raise TopicError(f"cannot create topic {topic!r} at {self.brokers}: {exc}") from exc
         except Exception as exc:
             raise broker_unreachable(self.brokers, self.timeout, exc) from exc
         logger.info("created topic %s (%d partitions, %s)", topic, partitions, config or "stream")
+        return True
 
-    def ensure_stream(self, topic: str, partitions: int) -> None:
-        """Create the stream topic if missing; TopicError if it has another partition count."""
-        self._ensure(topic, partitions, {})
+    def ensure_stream(self, topic: str, partitions: int) -> bool:
+        """Create the stream topic if missing; TopicError if it has another partition count.
 
-    def ensure_table(self, topic: str, partitions: int) -> None:
-        """Create the table topic (compacted) if missing; TopicError on another count."""
-        self._ensure(topic, partitions, {"cleanup.policy": "compact"})
+        Returns whether it was created."""
+        return self._ensure(topic, partitions, {})
+
+    def ensure_table(self, topic: str, partitions: int) -> bool:
+        """Create the table topic (compacted) if missing; TopicError on another count.
+
+        Returns whether it was created."""
+        return self._ensure(topic, partitions, {"cleanup.policy": "compact"})
+
+    def topic_settings(self, topics: Iterable[str]) -> dict[str, dict[str, str]]:
+        """The settings the broker reports for each topic (DescribeConfigs).
+
+        Some brokers report only what was set explicitly on the topic, so a missing setting
+        means "the broker default". TopicError if the broker cannot describe a topic.
+        """
+        return {
+            topic: {name: str(e.value) for name, e in entries.items() if e.value is not None}
+            for topic, entries in self._config_entries(topics).items()
+        }
+
+    def config_mismatches(self, graph: GroupGraph) -> list[TopicConfigMismatch]:
+        """The settings of ``graph``'s table, joined and looked-up tables, loop and
+        dead-letter topics that do not fit their role (only topics that exist are checked)."""
+        roles: dict[str, str] = {}
+        if graph.persist is not None:
+            roles[graph.table_topic] = "table topic"
+        roles.update({j.table: "join topic" for j in graph.joins})
+        roles.update({lk.table: "lookup topic" for lk in graph.lookups})
+        if graph.loop is not None:
+            roles[graph.loop_topic] = "loop topic"
+        if graph.uses_dead_letter():
+            roles[graph.dead_letter_topic] = "dead-letter topic"
+        present = [t for t in roles if self.partitions(t) is not None]
+        found = self.topic_settings(present)
+        mismatches = [_cleanup_mismatch(t, roles[t], found.get(t, {})) for t in present]
+        return [m for m in mismatches if m is not None]
+
+    def check_topic_configs(
+        self, graph: GroupGraph, mismatch: MismatchBehavior = "warn", *, skip: Iterable[str] = ()
+    ) -> list[TopicConfigMismatch]:
+        """Report the mismatches of :meth:`config_mismatches` (but for the ``skip`` topics):
+        a warning each under ``"warn"``, one TopicError naming them all under ``"fail"``.
+
+        Under ``"warn"`` a broker that cannot describe the topics is a warning too.
+        Returns the mismatches found.
+        """
+        if mismatch not in ("warn", "fail"):
+            raise TopicError(f"topic_config_mismatch={mismatch!r}; choose 'warn' or 'fail'")
+        skipped = set(skip)
+        try:
+            found = [m for m in self.config_mismatches(graph) if m.topic not in skipped]
+        except TopicError as exc:
+            if mismatch == "fail":
+                raise
+            logger.warning("group %s: cannot check its topics' settings: %s", graph.group, exc)
+            return []
+        if found and mismatch == "fail":
+            raise TopicError(
+                f"group {graph.group!r}: "
+                + "; ".join(m.describe(self.brokers) for m in found)
+                + " (or set topic_config_mismatch: warn to start anyway)"
+            )
+        for m in found:
+            logger.warning("group %s: %s", graph.group, m.describe(self.brokers))
+        return found
 
     def check_copartitioned(self, graph: GroupGraph) -> int:
         """All existing co-partitioned topics of ``graph`` must agree; returns their count."""
@@ -243,8 +409,10 @@ class TopicManager:
             raise TopicError(f"group {graph.group!r}: none of {list(counts)} exists")
         return found.pop()
 
-    def ensure_group_topics(self, graph: GroupGraph) -> int:
-        """Check inputs, joins and lookups exist; create the group's table, loop and DLQ topics.
+    def ensure_group_topics(self, graph: GroupGraph, mismatch: MismatchBehavior = "warn") -> int:
+        """Check inputs, joins and lookups exist; create the group's table, loop and DLQ topics,
+        and check the settings of those that existed already (:meth:`check_topic_configs`:
+        warn, or ``mismatch="fail"`` raises TopicError).
 
         Returns the group's partition count.
         """
@@ -260,12 +428,14 @@ class TopicManager:
                 f"partitions), or set create_topics: true in the group's config (for inputs)"
             )
         partitions = self.check_copartitioned(graph)
-        if graph.persist is not None:
-            self.ensure_table(graph.table_topic, partitions)
-        if graph.loop is not None:
-            self.ensure_stream(graph.loop_topic, partitions)
-        if graph.uses_dead_letter():
-            self.ensure_stream(graph.dead_letter_topic, partitions)
+        created = set()
+        if graph.persist is not None and self.ensure_table(graph.table_topic, partitions):
+            created.add(graph.table_topic)
+        if graph.loop is not None and self.ensure_stream(graph.loop_topic, partitions):
+            created.add(graph.loop_topic)
+        if graph.uses_dead_letter() and self.ensure_stream(graph.dead_letter_topic, partitions):
+            created.add(graph.dead_letter_topic)
+        self.check_topic_configs(graph, mismatch, skip=created)
         return partitions
 
 

@@ -106,12 +106,14 @@ class Processor:
 
         from goka_ray.actors.coordinator import GroupCoordinator, GroupSpec
         from goka_ray.control.names import coordinator_name
+        from goka_ray.kafka.clients import check_client_settings
         from goka_ray.kafka.topics import TopicManager
 
         if self.graph is None:
             raise GokaRayError(
                 f"processor {self.group!r} was attached, not defined here; it runs already"
             )
+        check_client_settings(self.config.consumer_config(), self.config.producer_config())
         cfg = self.config.group(self.group)
         if cfg.create_topics:
             with TopicManager(self.brokers) as topics:

@@ -84,9 +84,11 @@ class View:
         import ray
 
         from goka_ray.actors.view import ViewActor, ViewSpec
+        from goka_ray.kafka.clients import check_client_settings
         from goka_ray.kafka.topics import TopicManager
         from goka_ray.ray.cluster import ensure_ray
 
+        check_client_settings(self.config.consumer_config())
         ensure_ray(self.config.namespace)
         with TopicManager(self.brokers) as topics:
             partitions = topics.partitions(self.table)

@@ -154,14 +154,8 @@ def _cmd_check(args: argparse.Namespace, out: Console) -> int:
             for t in found
             if t.partitions is not None and t.role in ("table", "join", "lookup", "loop")
         }
-    for t in found:
-        if t.role in ("table", "join", "lookup") and compaction.get(t.topic) is False:
-            problems.append(
-                f"{t.role} topic {t.topic!r} is not compacted: its values expire; set "
-                "cleanup.policy=compact on it"
-            )
-        if t.role == "loop" and compaction.get(t.topic):
-            problems.append(f"loop topic {t.topic!r} is compacted: a stream must not be")
+        # the same check a group runs at start (topic_config_mismatch)
+        problems += [m.describe(topics.brokers) for m in topics.config_mismatches(graph)]
     if args.json:
         body = {
             "group": graph.group,
