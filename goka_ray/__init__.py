@@ -23,6 +23,7 @@ from goka_ray.core.graph import (
     loop_stream,
     table,
 )
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partition import VISIT_TOPIC, BatchResult, PartitionCore
 from goka_ray.core.partitioner import GOKA, MURMUR2, GokaPartitioner, Partitioner, partitioner_named
 from goka_ray.core.storage import LevelDBStorage, MemoryStorage, Storage
@@ -110,8 +111,10 @@ __all__ = [
     "Visitor",
     "__version__",
     "codecs",
+    "decode_key",
     "default_update",
     "define_group",
+    "encode_key",
     "loop_stream",
     "partitioner_named",
     "table",

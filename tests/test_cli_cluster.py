@@ -20,13 +20,16 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from kafka_helpers import produce, produce_clicks, wait_until
 
+from goka_ray.kafka.clients import make_producer
 from goka_ray.kafka.topics import TopicManager
 
 NAMESPACE = "goka-ray-cli-tests"
+MAC = b"\x00\x85mac"  # a key that is not UTF-8
 PARTITIONS = 4
 
 
@@ -249,10 +252,21 @@ def test_operate_a_group_from_the_command_line(
     assert group in table and "running" in table
     user, count = truth.most_common(1)[0]
     got = json.loads(cli("get", f"{group}-table", user, "--json").stdout)
-    assert got == {"table": f"{group}-table", "key": user, "value": count}
+    key_hex = user.encode().hex()
+    assert got == {"table": f"{group}-table", "key": user, "key_hex": key_hex, "value": count}
     assert cli.views() == []  # the views `get` started are gone: they held cluster resources
     missing = cli("get", f"{group}-table", "nobody", ok=False)
     assert missing.returncode == 1 and "not in" in missing.stdout
+    # a key that is not UTF-8 (as a Goka service may write it), given to `get` as hex
+    producer = make_producer(kafka.bootstrap_servers)
+    producer.produce(topic, key=MAC, value=b"click")
+    assert producer.flush(30) == 0
+    wait_until(lambda: processed() == 3001, timeout=60, what="the Goka key processed")
+    got = json.loads(cli("get", f"{group}-table", MAC.hex(), "--hex", "--json").stdout)
+    mac_text = "\x00\udc85mac"
+    assert got == {"table": f"{group}-table", "key": mac_text, "key_hex": MAC.hex(), "value": 1}
+    bad = cli("get", f"{group}-table", "zz", "--hex", ok=False)
+    assert bad.returncode == 2 and "--hex 'zz': give the key as hex digits" in bad.stderr
 
     # scale live from 1 to 2 actors; the command returns once the moves are done
     scale = cli("scale", group, "--actors", "2")
@@ -280,7 +294,7 @@ def test_operate_a_group_from_the_command_line(
         code, groups = _get(base + "/api/groups")
         assert code == 200
         mine = [g for g in groups if g["group"] == group]  # type: ignore[union-attr]
-        assert mine and mine[0]["state"] == "running" and mine[0]["keys"] == len(truth)
+        assert mine and mine[0]["state"] == "running" and mine[0]["keys"] == len(truth) + 1
         code, detail = _get(f"{base}/api/groups/{group}")
         assert code == 200 and len(detail["partitions"]) == PARTITIONS  # type: ignore[index]
         code, tables = _get(base + "/api/tables")
@@ -289,8 +303,17 @@ def test_operate_a_group_from_the_command_line(
         assert code == 200 and value == {
             "table": f"{group}-table",
             "key": user,
+            "key_hex": key_hex,
             "found": True,
             "value": count,
+        }
+        code, value = _get(f"{base}/api/tables/{group}-table/{quote(MAC)}")  # %00%85mac
+        assert code == 200 and value == {
+            "table": f"{group}-table",
+            "key": mac_text,
+            "key_hex": MAC.hex(),
+            "found": True,
+            "value": 1,
         }
         code, err = _get(f"{base}/api/groups/no-such-group")
         assert code == 404 and "no processor group 'no-such-group'" in err["error"]  # type: ignore[index]

@@ -282,3 +282,35 @@ def test_errors_raised_in_actors_reach_library_users_as_the_goka_ray_error(
         assert "ray::" not in str(info.value) and "\x1b[" not in str(info.value)
     finally:
         p.stop()
+
+
+def test_a_strict_group_does_not_start_on_a_table_topic_whose_values_expire(
+    kafka, unique, tmp_path, ray_local
+):
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    from goka_ray import TopicError
+
+    topic = f"{unique}-clicks"
+    graph = click_counter(f"{unique}-counter", topic)
+    brokers = kafka.bootstrap_servers
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 2)
+    admin = AdminClient({"bootstrap.servers": brokers})
+    table = NewTopic(graph.table_topic, 2, -1, config={"cleanup.policy": "delete"})
+    admin.create_topics([table])[graph.table_topic].result(30)
+    config = {
+        "storage_dir": str(tmp_path),
+        "namespace": NAMESPACE,
+        "groups": {graph.group: {"topic_config_mismatch": "fail", "num_cpus": 0.1}},
+    }
+    processor = Processor(brokers, graph, config)
+    with pytest.raises(TopicError) as info:
+        processor.start()
+    assert f"'{graph.table_topic}' has cleanup.policy=delete" in str(info.value)
+    assert "--add-config cleanup.policy=compact" in str(info.value)
+    wait_until(
+        lambda: not [n for n in ray.util.list_named_actors() if graph.group in n],
+        30,
+        "the coordinator removed",
+    )

@@ -17,9 +17,11 @@ from kafka_helpers import produce
 
 from goka_ray import codecs
 from goka_ray.actors.view import KeyIndex
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.storage import MemoryStorage, WriteBatch
 from goka_ray.errors import GokaRayError
 from goka_ray.kafka.changelog import offset_reset_reason
+from goka_ray.kafka.clients import make_producer
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.ray.view import View
 from goka_ray.tools.local import LocalKafka
@@ -168,6 +170,34 @@ def test_iterator_pages_in_key_order_with_ranges(
 
     with pytest.raises(GokaRayError, match="page size"):
         next(view.iterator(page_size=0))
+
+
+def test_keys_that_are_not_utf8_are_read_by_bytes_or_text_and_iterate_losslessly(
+    kafka: LocalKafka, unique: str, ray_local: None, views: Callable[..., View]
+) -> None:
+    brokers = kafka.bootstrap_servers
+    table = f"{unique}-table"
+    make_table(brokers, table, 2)
+    mac = b"\x00\x85mac"  # written by a Goka service sharing the changelog
+    truth = {mac: 7, "ünï".encode(): 2, b"\xff": 3, b"bob": 4}
+    producer = make_producer(brokers)
+    for key, value in truth.items():
+        producer.produce(table, key=key, value=INT.encode(value))
+    assert producer.flush(30) == 0
+
+    view = views(brokers, table, replicas=2).start()
+    view.wait_for("running", 60)
+    wait_until(lambda: len(view) == len(truth), 30, "every key in the view")
+    assert view.get(mac) == 7 and view.get("\x00\udc85mac") == 7
+    assert view.has(b"\xff") and not view.has(b"\xfe")
+    assert view.get_many([mac, "ünï", b"nobody"]) == {mac: 7, "ünï": 2, b"nobody": None}
+    items = list(view.iterator())
+    assert {encode_key(k): v for k, v in items} == truth  # every key round-trips
+    assert [k for k, _ in items] == [decode_key(k) for k in sorted(truth)]
+    assert list(view.iterator(start=b"\x00", end=b"\x01")) == [("\x00\udc85mac", 7)]
+    assert list(view.iterator(start="\udcff")) == [("\udcff", 3)]
+    with pytest.raises(GokaRayError, match="a key must be str or bytes, not int"):
+        view.get(5)  # type: ignore[arg-type]
 
 
 def test_state_wait_for_and_observer(

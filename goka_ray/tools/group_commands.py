@@ -23,6 +23,7 @@ from rich.live import Live
 
 from goka_ray.core import codecs
 from goka_ray.core.config import Config
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.errors import ConfigError
 from goka_ray.tools.arguments import (
     add_command,
@@ -285,6 +286,7 @@ def _cmd_get(args: argparse.Namespace, out: Console) -> int:
             f"{args.table!r} is not a group table (<group>-table); give its codec with "
             f"--codec {{{','.join(CODECS)}}}"
         )
+    key = _key_bytes(args.key, args.hex)  # checked before anything connects
     config = Config.load(args.config) if args.config else Config()
     namespace = args.namespace or (config.namespace if args.config else DEFAULT_NAMESPACE)
     _connect(args, out, namespace, changes=False)
@@ -298,19 +300,33 @@ def _cmd_get(args: argparse.Namespace, out: Console) -> int:
         view.start()
     try:
         view.wait_ready(args.timeout)
-        value = view.get(args.key)
+        value = view.get(key)
     finally:
         if not (existed or args.keep_view):
             view.stop()  # a view this command started must not hold cluster resources
     if args.json:
-        body = {"table": args.table, "key": args.key, "value": value}
+        text = decode_key(key)
+        body = {"table": args.table, "key": text, "key_hex": key.hex(), "value": value}
         sys.stdout.write(json.dumps(body, default=repr) + "\n")
     elif value is None:
-        out.print(f"{args.key!r} is not in {args.table}")
+        out.print(f"{decode_key(key)!r} is not in {args.table}", markup=False)
         return 1
     else:
         out.print(repr(value) if not isinstance(value, str) else value, markup=False)
     return 0
+
+
+def _key_bytes(key: str, is_hex: bool) -> bytes:
+    """The key bytes ``goka-ray get`` reads: the argument's own bytes (as the shell passed
+    them, so a key that is not UTF-8 works too), or with ``--hex`` the bytes it spells."""
+    if not is_hex:
+        return encode_key(key)  # argv text holds undecodable bytes as surrogates (PEP 383)
+    try:
+        return bytes.fromhex(key)
+    except ValueError:
+        raise ConfigError(
+            f"--hex {key!r}: give the key as hex digits, two per byte (e.g. 00856d6163)"
+        ) from None
 
 
 # -- stop, monitor --------------------------------------------------------------------------------
@@ -464,12 +480,16 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         examples=[
             "goka-ray get clicks-table user-001",
             "goka-ray get clicks-table user-001 --json",
+            "goka-ray get macs-table 00856d6163 --hex    # a key that is not text",
             "goka-ray get users --codec json --brokers 127.0.0.1:9092",
         ],
         common=common,
     )
     p.add_argument("table", help="the table topic, e.g. clicks-table")
-    p.add_argument("key", help="the key to read")
+    p.add_argument("key", help="the key to read (its bytes as given, or hex with --hex)")
+    p.add_argument(
+        "--hex", action="store_true", help="KEY is hex digits, for keys that are not text"
+    )
     p.add_argument("--codec", choices=sorted(CODECS), help="value codec (tables of no group)")
     p.add_argument("--brokers", metavar="HOST:PORT", help="Kafka bootstrap servers (with --codec)")
     p.add_argument("--config", help="YAML config file (with --codec)")

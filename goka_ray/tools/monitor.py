@@ -16,7 +16,7 @@ A sampler thread asks every group for its status every ``interval`` seconds and 
     GET /api/groups/<group>            -> the group's full status (as GroupStatus)
     GET /api/groups/<group>/history    -> {"time": [...], "rate": {...}, "lag": {...}}
     GET /api/tables                    -> ["<group>-table", ...]
-    GET /api/tables/<table>/<key>      -> {"table", "key", "found", "value"}
+    GET /api/tables/<table>/<key>      -> {"table", "key", "key_hex", "found", "value"}
 
 Errors come back as ``{"error": "..."}`` with 404 (unknown group or table), 400 or 503.
 """
@@ -35,6 +35,7 @@ from urllib.parse import unquote
 
 from goka_ray.control.history import GroupHistory
 from goka_ray.control.status import GroupStatus
+from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.errors import GokaRayError
 from goka_ray.ray.cluster import UnknownGroupError, list_groups
 
@@ -144,10 +145,19 @@ class ClusterBackend:
         with self._lock:
             return [f"{g}-table" for g in sorted(self._statuses)]
 
-    def read(self, table: str, key: str) -> dict[str, Any]:
+    def read(self, table: str, key: str | bytes) -> dict[str, Any]:
+        """The value of ``key`` (str or bytes) in ``table``; the key comes back as lossless
+        text and as hex (the only form every JSON reader keeps for a key that is not UTF-8)."""
         view = self._view(table)
-        value = view.get(key)
-        return {"table": table, "key": key, "found": value is not None, "value": value}
+        kb = encode_key(key)
+        value = view.get(kb)
+        return {
+            "table": table,
+            "key": decode_key(kb),
+            "key_hex": kb.hex(),
+            "found": value is not None,
+            "value": value,
+        }
 
     def close(self) -> None:
         """Remove the view actors this monitor started (they hold cluster resources)."""
@@ -182,7 +192,9 @@ class _Handler(BaseHTTPRequestHandler):
         logger.debug("monitor: " + format, *args)
 
     def do_GET(self) -> None:
-        parts = [unquote(p) for p in self.path.split("?", 1)[0].split("/") if p]
+        # percent-escapes may spell any bytes (a key like %00%85mac): decode them losslessly
+        path = self.path.split("?", 1)[0]
+        parts = [unquote(p, errors="surrogateescape") for p in path.split("/") if p]
         try:
             if not parts:
                 self._send(HTTPStatus.OK, _PAGE.encode(), "text/html; charset=utf-8")
