@@ -130,3 +130,52 @@ def test_a_keyless_dead_letter_stays_at_its_partition() -> None:
     t.consume("in", None, "v", partition=3)
     [dead] = t.messages("g-dlq")
     assert (dead.key, dead.partition, dead.raw) == (None, 3, b"v")
+
+
+# -- the same two groups on the broker ---------------------------------------------------------
+
+
+def test_a_table_consumed_as_a_stream_ends_the_same_in_the_tester_and_on_the_broker(
+    kafka, unique, tmp_path
+) -> None:
+    """Group ``audit`` consumes ``<clicks>-table`` as a stream and keeps the last count of each
+    user: in the Tester and with runners on the broker, both tables end equal to the truth
+    (on the broker each batch writes only its last value per key, so compare end states)."""
+    from kafka_helpers import Running, produce_clicks, read_topic, runners_for, wait_until
+
+    from goka_ray.kafka.topics import TopicManager
+
+    brokers = kafka.bootstrap_servers
+    source, group = f"{unique}-clicks", f"{unique}-counter"
+    counter = define_group(group, Input(source, S, count), Persist(INT))
+    audit = define_group(
+        f"{unique}-audit",
+        Input(table(group), INT, lambda ctx, n: ctx.set_value(n)),
+        Persist(INT),
+    )
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(source, 2)
+        topics.ensure_group_topics(counter)
+        topics.ensure_group_topics(audit)
+    truth, ends = produce_clicks(brokers, source, 400, users=25)
+
+    t = Tester(counter, audit, partitions=2)
+    for _, _, key, value in read_topic(brokers, source, 2):
+        assert key is not None
+        t.consume_raw(source, key, value)
+    assert t.table_items(table(group)) == dict(truth)
+    assert t.table_items(audit.table_topic) == dict(truth)
+
+    counters = runners_for(brokers, counter, [0, 1], tmp_path / "c")
+    auditors = runners_for(brokers, audit, [0, 1], tmp_path / "a")
+    with Running(counters) as running, Running(auditors):
+        running.wait_for_offsets(source, ends)
+
+        def audited() -> bool:
+            latest = {}
+            for _, _, key, value in read_topic(brokers, audit.table_topic, 2):
+                assert key is not None and value is not None
+                latest[key.decode()] = INT.decode(value)
+            return latest == dict(truth)
+
+        wait_until(audited, 60, "the audit table to match the counts")
