@@ -54,6 +54,7 @@ from typing import Any, Literal
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from goka_ray.core.graph import GroupGraph
+from goka_ray.core.keys import decode_key
 from goka_ray.core.limits import DEFAULT_MAX_MESSAGE_BYTES, RecordLimit
 from goka_ray.core.messages import InputMessage
 from goka_ray.core.partition import VISIT_TOPIC, BatchResult, PartitionCore
@@ -480,7 +481,7 @@ class PartitionRunner:
                 try:
                     published = self._publisher.publish(result, {msg.topic: msg.offset})
                 except RecordRejected as again:  # e.g. the dead letter refused too
-                    key = None if msg.key is None else msg.key.decode("utf-8", "surrogateescape")
+                    key = None if msg.key is None else decode_key(msg.key)
                     raise ProcessingError(
                         self.group, msg.topic, msg.partition, msg.offset, key, again
                     ) from again
