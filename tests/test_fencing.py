@@ -161,3 +161,49 @@ def test_an_owner_waits_without_writing_while_the_coordinator_is_unreachable():
     stopping[0] = True  # a stopping owner gives up instead of waiting
     with pytest.raises(FencedError, match="expired while stopping"):
         lease.check()
+
+
+def test_a_superseded_lease_ends_a_lease_after_its_last_accepted_renewal():
+    clock = Clock()
+    table = EpochTable(6, clock=clock)
+    table.make_current(0, table.issue(0), "a")
+    assert table.superseded_lease_end(0) is None, "a fresh partition had no owner"
+    clock.now = 10.0
+    assert table.renew(0, 1, "a")
+    clock.now = 14.0  # the owner's loss is noticed 4 s after its last renewal
+    table.make_current(0, table.issue(0), "b")
+    assert table.superseded_lease_end(0) == 16.0, "not a full lease from the loss"
+    assert not table.renew(0, 1, "a"), "and it can no longer renew"
+    # the new owner never renewed before it was superseded in turn: the older end stands
+    table.make_current(0, table.issue(0), "c")
+    assert table.superseded_lease_end(0) == 16.0
+
+
+def test_an_owner_that_never_renewed_holds_no_lease_to_wait_for():
+    clock = Clock()
+    table = EpochTable(6, clock=clock)
+    table.make_current(0, table.issue(0), "a")
+    clock.now = 30.0  # "a" never wrote: it never renewed
+    table.make_current(0, table.issue(0), "b")
+    assert table.superseded_lease_end(0) is None
+
+
+def test_leases_an_earlier_coordinator_may_have_granted_count_from_when_it_stopped():
+    clock = Clock()
+    store = MemoryEpochStore()
+    first = EpochTable(6, clock=clock, store=store)
+    first.make_current(0, first.issue(0), "a")
+    first.make_current(1, first.issue(1), "b")
+    first.release(1)  # "b" confirmed it stopped for good
+    clock.now = 50.0
+    restarted = EpochTable(6, clock=clock, store=store)
+    restarted.restore(granted_before=47.0)  # it started at 47, after the first one died
+    restarted.make_current(0, restarted.issue(0), "c")
+    assert restarted.superseded_lease_end(0) == 53.0
+    restarted.make_current(1, restarted.issue(1), "d")
+    assert restarted.superseded_lease_end(1) is None, "a released partition has no lease"
+    # without a bound, a lease from now
+    again = EpochTable(6, clock=clock, store=store)
+    again.restore()
+    again.make_current(0, again.issue(0), "e")
+    assert again.superseded_lease_end(0) == 56.0

@@ -24,6 +24,15 @@ writes. Invariants (the coordinator's :class:`EpochTable`, the owner's :class:`L
    the record confirms); it does not know which leases are outstanding, so a partition it
    gives a new owner waits out a full lease first, unless the old owner's end is confirmed
    (see :mod:`goka_ray.control.policy`).
+6. The table knows until when the last lease it granted on a partition's current epoch can be
+   valid: ``duration`` after it *accepted* that renewal (after the owner sent it, so the
+   owner's own count ends first, clock rates being equal). When a newer epoch becomes
+   current, that end is kept as the *superseded lease end* (the latest end of a lease on
+   any older epoch): the new owner need not wait longer, however late the old owner's loss
+   is noticed. A lease granted by an earlier coordinator is unknown: it ends at the latest
+   ``duration`` after that coordinator could last grant one (``granted_before`` given to
+   :meth:`EpochTable.restore`: when this coordinator started, for one Ray restarted after
+   the old one died), else ``duration`` after the epoch was superseded.
 """
 
 from __future__ import annotations
@@ -203,13 +212,27 @@ class EpochTable:
         self._store: EpochStore = store if store is not None else MemoryEpochStore()
         self._records: dict[int, EpochRecord] = {}
         self._floor: dict[int, int] = {}
+        #: per partition, until when a lease on its current epoch may be valid (None: no
+        #: lease was granted on it; absent: unknown, it may have been granted by an earlier
+        #: coordinator)
+        self._lease_end: dict[int, float | None] = {}
+        #: per partition, when the last lease on an epoch older than the current may end
+        self._superseded: dict[int, float | None] = {}
+        self._granted_before: float | None = None
         self._lock = threading.Lock()
 
-    def restore(self, floors: Mapping[int, int] | None = None) -> dict[int, EpochRecord]:
+    def restore(
+        self, floors: Mapping[int, int] | None = None, *, granted_before: float | None = None
+    ) -> dict[int, EpochRecord]:
         """Load the durable record and raise each partition's floor to ``floors`` (e.g. the
-        highest epoch header in its changelog). Returns the records as loaded."""
+        highest epoch header in its changelog). ``granted_before``: no earlier coordinator
+        granted a lease after this time (this table's clock); None: it may have until now.
+        Returns the records as loaded."""
         with self._lock:
+            self._granted_before = granted_before
             self._records = self._store.load_epochs()
+            # leases on a current epoch with an owner may have been granted before: unknown
+            self._lease_end = {p: None for p, r in self._records.items() if r.owner is None}
             for p, epoch in (floors or {}).items():
                 self._floor[p] = max(self._floor.get(p, 0), epoch)
             return dict(self._records)
@@ -246,6 +269,25 @@ class EpochTable:
                     f"{rec.current}; epochs only increase"
                 )
             self._save(partition, EpochRecord(max(rec.issued, epoch), epoch, owner))
+            if partition in self._lease_end or not rec.current:
+                ends = self._lease_end.get(partition)
+            else:  # granted by an earlier coordinator, if at all
+                ends = self.unknown_lease_end()
+            older = self._superseded.get(partition)
+            if older is not None and (ends is None or older > ends):
+                ends = older
+            self._superseded[partition] = ends
+            self._lease_end[partition] = None  # the new owner holds no lease yet
+
+    def superseded_lease_end(self, partition: int) -> float | None:
+        """Until when (this table's clock) a lease on an epoch older than the current one
+        may still be valid; None if no lease on one was granted (invariant 6)."""
+        return self._superseded.get(partition)
+
+    def unknown_lease_end(self) -> float:
+        """The latest end of a lease an earlier coordinator may have granted (invariant 6)."""
+        since = self._clock() if self._granted_before is None else self._granted_before
+        return since + self.lease_duration
 
     def adopt(self, partition: int, epoch: int, owner: str) -> bool:
         """After a restart: accept a live owner found running ``partition`` under ``epoch``.
@@ -269,11 +311,17 @@ class EpochTable:
             rec = self.record(partition)
             if rec.owner is not None:
                 self._save(partition, EpochRecord(rec.issued, rec.current, None))
+            self._lease_end[partition] = None
 
     def renew(self, partition: int, epoch: int, owner: str | None) -> bool:
-        """Whether ``owner`` still holds the current epoch ``epoch`` of ``partition``."""
-        rec = self._records.get(partition)
-        return rec is not None and rec.current == epoch and rec.owner == owner
+        """Whether ``owner`` still holds the current epoch ``epoch`` of ``partition``; if so,
+        its lease is valid ``lease_duration`` seconds from now (invariant 6)."""
+        with self._lock:
+            rec = self._records.get(partition)
+            if rec is None or rec.current != epoch or rec.owner != owner:
+                return False
+            self._lease_end[partition] = self._clock() + self.lease_duration
+            return True
 
     def _save(self, partition: int, record: EpochRecord) -> None:
         records = {**self._records, partition: record}
