@@ -22,8 +22,10 @@ Invariants (never two writers, whatever crashes, hangs or restarts, in any order
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -31,8 +33,8 @@ from typing import Any
 
 import ray
 
-from goka_ray.actors.group_actors import GroupActors
-from goka_ray.actors.partition import WorkerSpec
+from goka_ray.actors.group_actors import GroupActors, Nodes
+from goka_ray.actors.partition import LOG_FORMAT, WorkerSpec
 from goka_ray.control.actions import (
     Action,
     Assign,
@@ -45,7 +47,7 @@ from goka_ray.control.actions import (
     Role,
     Spawn,
 )
-from goka_ray.control.fencing import EpochTable
+from goka_ray.control.fencing import LEASE_DURATION, EpochTable
 from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
 from goka_ray.control.policy import CoordinatorPolicy
 from goka_ray.control.status import GroupState, GroupStatus
@@ -65,7 +67,7 @@ class GroupSpec:
     brokers: str
     graph: GroupGraph
     config: Config
-    lease_duration: float = 6.0
+    lease_duration: float = LEASE_DURATION
     watch_interval: float = 0.5
     #: how long one status round waits for the answers of all actors (seconds)
     status_timeout: float = 3.0
@@ -77,7 +79,10 @@ class GroupCoordinator:
     """Assigns, watches, replaces and scales the partition actors of one group."""
 
     def __init__(self, spec: GroupSpec) -> None:
-        logging.basicConfig(level=logging.INFO)
+        # no lease an earlier coordinator granted outlives this by more than a lease: Ray
+        # starts a coordinator again only once it considers the old one dead
+        self._started = time.monotonic()
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         self.spec = spec
         self.group = spec.graph.group
         self.config = spec.config
@@ -142,11 +147,16 @@ class GroupCoordinator:
                 )
             self.actors.save_changes({})  # a new start runs the config it was given
             self._restore_epochs()
-            self._execute(self.policy.start(partitions, self.actors.alive_nodes()))
+            nodes = self._nodes()
+            self._execute(self.policy.start(partitions, nodes.alive, nodes.hosts))
             self._start_watch()
             return partitions
 
-    def _restore_epochs(self) -> None:
+    def _nodes(self, actors: Iterable[str] = ()) -> Nodes:
+        cfg = self.config.group(self.group)
+        return self.actors.nodes(cfg.num_cpus, cfg.memory, actors)
+
+    def _restore_epochs(self, granted_before: float | None = None) -> None:
         """Load the epoch record and raise it to the changelog's highest epoch headers."""
         floors: dict[int, int] = {}
         if self.spec.graph.persist is not None:
@@ -155,7 +165,7 @@ class GroupCoordinator:
                 self.spec.graph.table_topic,
                 consumer_config=self.config.consumer_config(),
             )
-        records = self.epochs.restore(floors)
+        records = self.epochs.restore(floors, granted_before=granted_before)
         logger.info(
             "group %s: epochs restored (record %s, changelog %s)",
             self.group,
@@ -171,8 +181,9 @@ class GroupCoordinator:
         found = {n: (role, reports[n]) for n, role in roles.items() if n in reports}
         with TopicManager(self.spec.brokers) as topics:
             partitions = topics.check_copartitioned(self.spec.graph)
-        self._restore_epochs()
-        self._execute(self.policy.adopt(partitions, found))
+        self._restore_epochs(granted_before=self._started)
+        nodes = self._nodes(roles)
+        self._execute(self.policy.adopt(partitions, found, nodes.alive, nodes.hosts))
         self._start_watch()
 
     def _start_watch(self) -> None:
@@ -195,15 +206,28 @@ class GroupCoordinator:
             names = list(self.policy.actors)
             zombies = list(self.policy.zombies)
         # the round waits on the actors; scale, stop and status calls are not held up by it
-        reports = self.actors.status_round(names, self.spec.status_timeout)
+        nodes = self._nodes([*names, *zombies])
+        reports = self.actors.status_round(names, self.spec.status_timeout, nodes.alive)
+        nodes = nodes.without(self.actors.lost)  # lost while the round waited
         observation = Observation(
             reports,
-            alive_nodes=self.actors.alive_nodes(),
+            alive_nodes=nodes.alive,
             gone=self.actors.confirmed_gone(zombies),
             named=self.actors.named(*self._prefixes),
+            hosts=nodes.hosts,
         )
         with self._lock:
             self._execute(self.policy.observe(observation))
+            self._keep_autoscaled_count()
+
+    def _keep_autoscaled_count(self) -> None:
+        """Record the autoscaler's actor count with the live changes: a restarted coordinator
+        goes on from it."""
+        actors = self.policy.target_actors
+        if actors is None or self._changes.get("actors") == actors:
+            return
+        self._changes = {**self._changes, "actors": actors}
+        self.actors.save_changes(self._changes)
 
     def _execute(self, actions: Iterable[Action]) -> None:
         """Carry out the policy's actions in order (an outcome may bring more actions)."""
@@ -264,6 +288,10 @@ class GroupCoordinator:
             config = self.config.with_group(self.group, **changes)
             if self.policy.state in (GroupState.RUNNING, GroupState.SCALING):
                 # recorded first: a coordinator restarted in the middle carries the change on
+                changes = {
+                    k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v  # type: ignore[arg-type]
+                    for k, v in changes.items()
+                }
                 self.actors.save_changes({**self._changes, **changes})
                 self._changes = {**self._changes, **changes}
             actions = self.policy.scale(config.group(self.group))

@@ -13,13 +13,26 @@ What Ray reports, as measured with Ray 2.60: ``ray.kill`` marks an actor DEAD at
 process that does not answer (SIGSTOP, hung) lives on until its raylet force-kills it about
 5 s later; only the GCS worker table (``is_alive``, set when the raylet saw the process exit)
 confirms that a killed actor's process has ended. On a lost node nothing is ever confirmed.
+
+A lost node: Ray marks it dead only after its GCS health checks failed
+``health_check_failure_threshold`` times ``health_check_period_ms`` apart (about 15 s with
+Ray's defaults), and calls to its actors fail only after about 2 s. So each status round
+first checks that the raylet of every node holding one of the group's actors (or a killed
+one) still accepts a connection (refused, or 0.5 s without an answer: lost), and while it
+waits for answers it checks the nodes of the actors that have not answered yet. A lost node
+stays lost until its raylet answers again or Ray marks it dead; its actors are not asked
+(they are reported silent, with their node).
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import socket
+import time
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import ray
@@ -38,6 +51,23 @@ logger = logging.getLogger(__name__)
 _NOT_STARTED = {"DEPENDENCIES_UNREADY", "PENDING_CREATION"}
 #: the namespace of goka-ray's keys in Ray's internal key-value store
 KV_NAMESPACE = "goka-ray"
+#: seconds a raylet may take to accept a connection before its node counts as lost
+RAYLET_PROBE_TIMEOUT = 0.5
+#: seconds a status round waits for actors that never answered yet
+FRESH_WAIT = 0.1
+
+
+@dataclass(frozen=True)
+class Nodes:
+    """The cluster's nodes as one status round sees them."""
+
+    #: nodes Ray reports alive whose raylet (where checked) accepts connections
+    alive: frozenset[str]
+    #: of those, the nodes whose total resources fit one partition actor of the group
+    hosts: frozenset[str]
+
+    def without(self, lost: frozenset[str]) -> Nodes:
+        return Nodes(self.alive - lost, self.hosts - lost)
 
 
 class GroupActors:
@@ -53,6 +83,14 @@ class GroupActors:
         self._handles: dict[str, Any] = {}
         #: killed actors, by name: their actor ids, to ask whether their process ended
         self._killed: dict[str, Any] = {}
+        #: the node each actor last reported (or Ray placed it on)
+        self._node: dict[str, str] = {}
+        #: actors that answered a status round once (Ray has started them)
+        self._answered: set[str] = set()
+        #: nodes Ray reports alive whose raylet did not accept a connection: lost
+        self.lost: frozenset[str] = frozenset()
+        self._addresses: dict[str, tuple[str, int]] = {}
+        self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raylet-probe")
 
     # -- the epoch record ---------------------------------------------------------------------
 
@@ -110,7 +148,10 @@ class GroupActors:
         if res.node is not None:
             from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(res.node, soft=True)
+            # soft, spilling: another node when that one is gone or has no room now
+            options["scheduling_strategy"] = NodeAffinitySchedulingStrategy(
+                res.node, soft=True, _spill_on_unavailable=True
+            )
         elif res.spread:
             options["scheduling_strategy"] = "SPREAD"
         actor_class: Any = ray.remote(PartitionActor)
@@ -126,6 +167,7 @@ class GroupActors:
                 self._handles[name] = ray.get_actor(name, namespace=self.namespace)
             except ValueError:  # gone meanwhile
                 continue
+            self._answered.add(name)  # started before: a status round waits for its answer
             found.append(name)
         return found
 
@@ -176,6 +218,7 @@ class GroupActors:
         return confirmed
 
     def kill(self, name: str) -> None:
+        self._answered.discard(name)
         handle = self._handles.pop(name, None)
         if handle is not None:
             self._killed[name] = handle._actor_id
@@ -197,24 +240,40 @@ class GroupActors:
             if ended:
                 gone.add(name)
                 del self._killed[name]
+                self._node.pop(name, None)
         return frozenset(gone)
 
     # -- observing ----------------------------------------------------------------------------
 
-    def status_round(self, names: Iterable[str], timeout: float) -> dict[str, ActorReport]:
-        """Ask every named actor for its statuses at once; wait at most ``timeout`` for all.
+    def status_round(
+        self, names: Iterable[str], timeout: float, alive: frozenset[str] | None = None
+    ) -> dict[str, ActorReport]:
+        """Ask every named actor for its statuses at once; wait at most ``timeout`` for the
+        actors that answered before, and not for new ones (Ray may still be starting them: a
+        round that waited for them would hold up every decision, a failover's included).
 
         Actors that did not answer are told apart by what Ray knows of them (not started
-        yet, alive but silent, dead). The errors of partitions reported as failed are asked
-        for in a second round.
+        yet, alive but silent, dead). Actors last seen on a node that is not ``alive`` are
+        not asked: they are reported silent on that node. The errors of partitions reported
+        as failed are asked for in a second round.
         """
-        refs = {n: self._handles[n].status.remote() for n in names if n in self._handles}
-        if not refs:
-            return {}
-        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=timeout)
-        done = set(ready)
         reports: dict[str, ActorReport] = {}
+        refs = {}
+        for name in names:
+            if name not in self._handles:
+                continue
+            node = self._node.get(name)
+            if alive is not None and node is not None and node not in alive:
+                reports[name] = ActorReport(Reach.SILENT, node_id=node)
+                continue
+            refs[name] = self._handles[name].status.remote()
+        if not refs:
+            return reports
+        done = self._wait(refs, timeout)
         for name, ref in refs.items():
+            if ref not in done and self._node.get(name) in self.lost:
+                reports[name] = ActorReport(Reach.SILENT, node_id=self._node[name])
+                continue
             if ref not in done:
                 reports[name] = self._unanswered(name)
                 continue
@@ -226,7 +285,54 @@ class GroupActors:
                 reports[name] = ActorReport(Reach.DEAD, node_id=self._node_of(name))
             else:
                 reports[name] = ActorReport(Reach.ANSWERED, tuple(statuses))
+                self._answered.add(name)
+                node = next((s.node_id for s in statuses if s.node_id), None)
+                if node is not None:
+                    self._node[name] = node
+        # a call that failed at once (the actor's process is gone): is its node gone too?
+        failed = {r.node_id for r in reports.values() if r.reach in (Reach.SILENT, Reach.DEAD)}
+        if failed - {None} - self.lost:
+            self._probe(n for n in failed if n is not None)
         return self._with_failures(reports, timeout)
+
+    def _wait(self, refs: Mapping[str, Any], timeout: float) -> set[Any]:
+        """The answers that came: of actors that answered before, within ``timeout`` (in
+        slices, between which the nodes of those still silent are probed: a lost node ends
+        the wait for its actors); of new ones, within FRESH_WAIT."""
+        fresh = [ref for name, ref in refs.items() if name not in self._answered]
+        done: set[Any] = set()
+        if fresh:
+            done.update(ray.wait(fresh, num_returns=len(fresh), timeout=FRESH_WAIT)[0])
+        known = {name: ref for name, ref in refs.items() if name in self._answered}
+        deadline = time.monotonic() + timeout
+        while known:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            refs_left = list(known.values())
+            ready = ray.wait(refs_left, num_returns=len(refs_left), timeout=min(left, 0.25))[0]
+            done.update(ready)
+            known = {name: ref for name, ref in known.items() if ref not in done}
+            silent = {self._node[name] for name in known if name in self._node}
+            if silent - self.lost:
+                self._probe(silent)
+            known = {
+                name: ref for name, ref in known.items() if self._node.get(name) not in self.lost
+            }
+        return done
+
+    def _probe(self, nodes: Iterable[str]) -> frozenset[str]:
+        """Check the raylets of ``nodes``; add those that do not answer to ``lost``."""
+        probes = {
+            node: self._probes.submit(_raylet_answers, *self._addresses[node])
+            for node in nodes
+            if node in self._addresses
+        }
+        lost = frozenset(node for node, answer in probes.items() if not answer.result())
+        for node in sorted(lost - self.lost):
+            logger.warning("the raylet of node %s does not accept connections: lost", node[:8])
+        self.lost |= lost
+        return lost
 
     def _with_failures(
         self, reports: dict[str, ActorReport], timeout: float
@@ -255,6 +361,9 @@ class GroupActors:
         """Why an actor did not answer, as far as Ray knows, and where it runs."""
         actor = self._actor_info(name)
         node = _node_id(actor)
+        if node is not None:
+            self._node[name] = node
+        node = node or self._node.get(name)
         state = None if actor is None else _gcs().ActorTableData.ActorState.Name(actor.state)
         if state in _NOT_STARTED:
             return ActorReport(Reach.PENDING, node_id=node)
@@ -263,7 +372,10 @@ class GroupActors:
         return ActorReport(Reach.SILENT, node_id=node)
 
     def _node_of(self, name: str) -> str | None:
-        return _node_id(self._actor_info(name))
+        node = _node_id(self._actor_info(name))
+        if node is not None:
+            self._node[name] = node
+        return node or self._node.get(name)
 
     def _actor_info(self, name: str) -> Any:
         handle = self._handles.get(name)
@@ -278,6 +390,42 @@ class GroupActors:
     def alive_nodes(self) -> frozenset[str]:
         nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
         return frozenset(n["NodeID"] for n in nodes if n.get("Alive"))
+
+    def nodes(self, num_cpus: float, memory: int | None, actors: Iterable[str] = ()) -> Nodes:
+        """The alive nodes and those that can host one partition actor (``num_cpus`` CPUs and
+        ``memory`` bytes in total). The raylets of the nodes holding ``actors`` are probed:
+        one that refuses a connection or does not accept it in time is left out (lost)."""
+        table: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+        alive = {n["NodeID"]: n for n in table if n.get("Alive")}
+        for node, info in alive.items():
+            self._addresses[node] = (info["NodeManagerAddress"], int(info["NodeManagerPort"]))
+        watched = ({self._node[a] for a in actors if a in self._node} | self.lost) & set(alive)
+        answered_before = self.lost
+        self.lost = frozenset()  # a raylet that answers again, or a node Ray marked dead
+        self._probe(watched)
+        for node in sorted(answered_before & set(alive) - self.lost):
+            logger.warning("the raylet of node %s accepts connections again", node[:8])
+        ok = {node: info for node, info in alive.items() if node not in self.lost}
+        hosts = {
+            node
+            for node, info in ok.items()
+            if info.get("Resources", {}).get("CPU", 0.0) >= num_cpus
+            and (memory is None or info.get("Resources", {}).get("memory", 0.0) >= memory)
+        }
+        return Nodes(frozenset(ok), frozenset(hosts))
+
+    def node_of(self, name: str) -> str | None:
+        """The node ``name`` last reported (or Ray placed it on), if known."""
+        return self._node.get(name)
+
+
+def _raylet_answers(host: str, port: int) -> bool:
+    """Whether a raylet accepts a TCP connection within RAYLET_PROBE_TIMEOUT seconds."""
+    try:
+        with socket.create_connection((host, int(port)), timeout=RAYLET_PROBE_TIMEOUT):
+            return True
+    except OSError:
+        return False
 
 
 def _gcs() -> Any:

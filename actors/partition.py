@@ -32,7 +32,7 @@ from typing import Any
 import ray
 from ray.util import metrics
 
-from goka_ray.control.fencing import Lease
+from goka_ray.control.fencing import LEASE_DURATION, Lease
 from goka_ray.control.metrics import METRICS, MetricSink, PartitionMetrics
 from goka_ray.control.status import Assignment, PartitionStatus
 from goka_ray.core.graph import GroupGraph
@@ -41,6 +41,8 @@ from goka_ray.errors import FencedError, GokaRayError, StorageLocked
 from goka_ray.kafka.runner import PartitionRunner, RunnerConfig, RunnerState
 
 logger = logging.getLogger(__name__)
+#: log lines of the actor processes carry their time (failovers are read from them)
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 #: seconds between two metric snapshots of the owned partitions
 METRICS_INTERVAL = 2.0
@@ -56,7 +58,7 @@ class WorkerSpec:
     runner_config: RunnerConfig
     coordinator_name: str
     namespace: str
-    lease_duration: float = 6.0
+    lease_duration: float = LEASE_DURATION
     #: called with an Assignment when this actor takes or gives up a partition
     on_rebalance: Callable[[Assignment], None] | None = None
 
@@ -104,7 +106,7 @@ class PartitionActor:
     """Owns a set of partitions of one group (see module docstring)."""
 
     def __init__(self, spec: WorkerSpec, name: str) -> None:
-        logging.basicConfig(level=logging.INFO)
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
         self.spec = spec
         self.name = name
         self._owned: dict[int, _Owned] = {}

@@ -59,14 +59,22 @@ def of(actions: list[Action], kind: type) -> list:  # type: ignore[type-arg]
     return [a for a in actions if isinstance(a, kind)]
 
 
-def report(policy: CoordinatorPolicy, states: dict[str, str], node: str = "node-a") -> ActorReport:
-    """An answer from an actor: partition -> state, at the epoch the policy gave it."""
+def report(
+    policy: CoordinatorPolicy,
+    states: dict[str, str],
+    node: str = "node-a",
+    actor: str | None = None,
+) -> ActorReport:
+    """An answer from an actor: partition -> state, at the epoch the policy gave it. An
+    ``actor`` that runs a partition renews its lease, as a running owner does when it writes."""
     statuses = []
     for p_state in states.items():
         p, state = int(p_state[0]), p_state[1]
         move = policy.moves.get(p)
         epoch = move.epoch if move is not None else policy.epochs.current(p)
         statuses.append(PartitionStatus(partition=p, state=state, node_id=node, epoch=epoch))
+        if actor is not None and state == "running":
+            policy.renew(p, epoch, actor)
     return ActorReport(Reach.ANSWERED, tuple(statuses))
 
 
@@ -78,7 +86,7 @@ def everyone(policy: CoordinatorPolicy, state: str) -> Observation:
         states = {
             str(p): "standby" if actor.role is Role.STANDBY else state for p in actor.partitions
         }
-        reports[actor.name] = report(policy, states, node)
+        reports[actor.name] = report(policy, states, node, actor.name)
     return Observation(reports, NODES)
 
 
@@ -97,6 +105,8 @@ def run_to_owners(policy: CoordinatorPolicy) -> None:
             pending += policy.went(action.actor, action.partition, action.epoch, True)
         elif isinstance(action, Release):
             pending += policy.released(action.actor, action.partition, True)
+    for p, owner in policy.owner.items():  # the owners process and renew their leases
+        policy.renew(p, policy.epochs.current(p), owner)
 
 
 def test_start_places_the_planned_actors_and_each_partition_goes_once_recovered():
@@ -329,9 +339,14 @@ def test_a_standby_is_promoted_when_its_owner_dies_and_a_new_one_follows():
     clock = Clock()
     policy = make(clock, actors=1, standby_replicas=1)
     actions = policy.start(2, NODES)
+    assert not of(actions, Follow), "no standby before the owner's node is known"
+    (worker,) = of(actions, Spawn)
+    actions = policy.observe(everyone(policy, "recovering"))  # the owner reports its node
     standbys = [s for s in of(actions, Spawn) if s.role is Role.STANDBY]
     assert len(standbys) == 2
     assert {f.partition for f in of(actions, Follow)} == {0, 1}
+    owner_node = policy.actors[worker.name].node_id
+    assert owner_node is not None and all(s.resources.node != owner_node for s in standbys)
     run_to_owners(policy)
     policy.observe(everyone(policy, "running"))
     owner = policy.owner[0]

@@ -75,11 +75,14 @@ class Observation:
     """One status round (an actor missing from ``actors`` is not judged this round)."""
 
     actors: Mapping[str, ActorReport]
+    #: nodes alive for Ray whose raylet answers (an actor placed elsewhere is on a lost node)
     alive_nodes: frozenset[str] = frozenset()
     #: killed actors whose process Ray confirms ended (or never started)
     gone: frozenset[str] = frozenset()
     #: every live named actor of the group Ray lists (None: not looked up this round)
     named: frozenset[str] | None = None
+    #: alive nodes with the resources for one partition actor (None: every alive node)
+    hosts: frozenset[str] | None = None
 
 
 # -- actions --------------------------------------------------------------------------------

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
 from goka_ray.errors import ConfigError
 
-__all__ = ["plan_actors"]
+__all__ = ["Rebalance", "plan_actors", "rebalance"]
 
 
 def plan_actors(
@@ -33,3 +36,64 @@ def plan_actors(
         plan.append(list(range(start, start + n)))
         start += n
     return plan
+
+
+@dataclass(frozen=True)
+class Rebalance:
+    """The fewest moves that bring a group's workers to a planned count and sizes."""
+
+    #: partition -> the existing worker it moves to
+    moves: dict[int, str] = field(default_factory=dict)
+    #: partitions for each new worker to create
+    new: list[list[int]] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.moves or self.new)
+
+
+def rebalance(
+    holdings: Mapping[str, set[int]],
+    partitions: int,
+    actors: int,
+    nodes: Mapping[str, str | None] | None = None,
+) -> Rebalance:
+    """Move as few partitions as possible so that ``actors`` workers hold the partitions in
+    the sizes :func:`plan_actors` gives (e.g. after a failover promoted standbys, or to
+    scale a group up or down one actor at a time).
+
+    ``holdings``: worker -> the partitions it owns (or is the target of). The workers that
+    hold the most are kept (preferring workers on nodes no other kept worker is on, given
+    ``nodes``); each keeps what it holds up to its planned size; the partitions of the other
+    workers, and any excess, move to kept workers with room, then to new workers.
+    """
+    sizes = [len(part) for part in plan_actors(partitions, actors=actors)]
+    nodes = nodes or {}
+    kept: list[str] = []
+    used: set[str | None] = set()
+    candidates = set(holdings)
+    while candidates and len(kept) < len(sizes):
+        best = min(
+            candidates,
+            key=lambda n: (-len(holdings[n]), nodes.get(n) in used and nodes.get(n) is not None, n),
+        )
+        candidates.discard(best)
+        kept.append(best)
+        used.add(nodes.get(best))
+    room = {name: sizes[i] for i, name in enumerate(kept)}
+    pool: list[int] = []
+    for name in holdings:
+        held = sorted(holdings[name])
+        keep = room.get(name, 0)
+        room[name] = keep - min(keep, len(held))
+        pool += held[keep:]
+    pool.sort()
+    moves: dict[int, str] = {}
+    for name in kept:
+        while room[name] and pool:
+            moves[pool.pop(0)] = name
+            room[name] -= 1
+    new = []
+    for size in sizes[len(kept) :]:
+        new.append(pool[:size])
+        pool = pool[size:]
+    return Rebalance(moves, [part for part in new if part])

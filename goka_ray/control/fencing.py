@@ -48,6 +48,7 @@ from typing import Protocol
 from goka_ray.errors import FencedError, GokaRayError
 
 __all__ = [
+    "LEASE_DURATION",
     "EpochRecord",
     "EpochStore",
     "EpochTable",
@@ -58,6 +59,10 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
+
+#: seconds a lease is valid after its renewal: also the longest a new owner waits for the lease
+#: of an owner whose node was lost (the renewal comes every half lease while it writes)
+LEASE_DURATION = 4.0
 
 #: renew(partition, epoch) -> True (renewed), False (refused: fenced); raises if unreachable
 Renew = Callable[[int, int], bool]
@@ -71,7 +76,7 @@ class Lease:
         partition: int,
         epoch: int,
         renew: Renew,
-        duration: float = 6.0,
+        duration: float = LEASE_DURATION,
         *,
         stopped: Callable[[], bool] = lambda: False,
         clock: Callable[[], float] = time.monotonic,
@@ -203,7 +208,7 @@ class EpochTable:
 
     def __init__(
         self,
-        lease_duration: float = 6.0,
+        lease_duration: float = LEASE_DURATION,
         clock: Callable[[], float] = time.monotonic,
         store: EpochStore | None = None,
     ) -> None:

@@ -36,6 +36,17 @@ Invariants:
   an adopted owner waits out a full lease (it cannot know which leases are outstanding).
 - Every actor of the group that the policy does not track is killed; idle workers are retired,
   so the actor count returns to the configured one.
+- A new owner waits for an older owner's lease only as long as the table knows it can be
+  valid: until ``lease_duration`` after the last renewal it accepted (see
+  :mod:`goka_ray.control.fencing`), not a full lease from when the loss was noticed.
+- An actor whose node is lost (not alive for Ray, or its raylet unreachable) is replaced at
+  once, without waiting for missed status rounds.
+
+Placement (:mod:`goka_ray.control.placement`): workers go where the placement rule says;
+standbys only once their owner's node is known, on another node, and they are moved off it
+when their owner moves onto their node. Once no partition moves, the workers are brought back
+to the planned count and sizes with the fewest live moves (after a failover promoted
+standbys, or when the autoscaler, :mod:`goka_ray.control.autoscaling`, changed the count).
 """
 
 from __future__ import annotations
@@ -44,6 +55,7 @@ import enum
 import logging
 import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
@@ -62,15 +74,24 @@ from goka_ray.control.actions import (
     Role,
     Spawn,
 )
-from goka_ray.control.assignment import plan_actors
+from goka_ray.control.assignment import plan_actors, rebalance
+from goka_ray.control.autoscaling import Autoscaler, LagSample
 from goka_ray.control.fencing import EpochTable
 from goka_ray.control.names import standby_prefix, worker_prefix
-from goka_ray.control.status import GroupState, GroupStatus, PartitionState, PartitionStatus
+from goka_ray.control.placement import NodeLoad, short_node, standby_node, worker_node
+from goka_ray.control.status import (
+    GroupState,
+    GroupStatus,
+    PartitionState,
+    PartitionStatus,
+    ScalingDecision,
+)
 from goka_ray.core.config import GroupConfig
 from goka_ray.errors import GokaRayError, ProcessingError
 
 __all__ = [
     "HUNG_AFTER_MISSES",
+    "RESIZE_SETTLE",
     "UNCONFIRMED_GRACE",
     "CoordinatorPolicy",
     "Move",
@@ -85,6 +106,10 @@ HUNG_AFTER_MISSES = 3
 #: seconds past a lease that a new owner waits for Ray to confirm that a killed older owner on
 #: a live node is gone, before it goes anyway (Ray ends a killed process within seconds)
 UNCONFIRMED_GRACE = 30.0
+#: seconds a group runs with every partition processing before its actor count is brought
+#: back to the planned one (e.g. after a failover promoted standbys): a partition that just
+#: failed over is not moved again at once, and a string of failures is not chased
+RESIZE_SETTLE = 5.0
 
 #: what a live owner reports for a partition it was told to go with
 _PROCESSING = {PartitionState.RUNNING, PartitionState.FAILED, PartitionState.STOPPING}
@@ -112,9 +137,14 @@ class TrackedActor:
     role: Role
     #: the partitions it owns, moves to, or (a standby) follows
     partitions: set[int] = field(default_factory=set)
+    #: the node it runs on (as reported), or the one chosen for it until it reports
     node_id: str | None = None
     #: status rounds in a row it left unanswered
     misses: int = 0
+    #: the node placement chose for it (None: left to Ray)
+    wanted_node: str | None = None
+    #: it reported the node it runs on
+    placed: bool = False
 
 
 @dataclass
@@ -136,6 +166,8 @@ class Move:
     known: bool = True
     #: the unconfirmed-blocker warning was logged
     warned: bool = False
+    #: when the move's epoch became current
+    fenced_at: float | None = None
 
     def inherit(self, older: Move) -> None:
         """Carry over what a called-off move waited for (its epoch was current already)."""
@@ -150,14 +182,16 @@ class Move:
         """Whether no older owner of the partition can write any more (step 4 of the module
         docstring). ``zombies``: killed actors Ray has not confirmed gone, with their node."""
         self.blockers &= set(zombies)  # confirmed gone: no longer blocking
-        if not self.blockers and (self.lease_until is None or self.known):
-            return True
-        if self.lease_until is None or now < self.lease_until:
+        lease_over = self.lease_until is None or now >= self.lease_until
+        if not self.blockers:
+            return self.known or lease_over
+        if not lease_over:
             return False
         unconfirmed = [b for b in self.blockers if zombies[b] is None or zombies[b] in alive_nodes]
         if not unconfirmed:
             return True  # the rest were on lost nodes: their leases are over
-        if now < self.lease_until + UNCONFIRMED_GRACE:
+        since = self.lease_until if self.lease_until is not None else self.fenced_at or now
+        if now < since + UNCONFIRMED_GRACE:
             return False
         if not self.warned:
             self.warned = True
@@ -166,7 +200,7 @@ class Move:
                 "new owner goes on",
                 self.partition,
                 unconfirmed,
-                now - self.lease_until,
+                now - since,
             )
         return True
 
@@ -186,6 +220,7 @@ class CoordinatorPolicy:
         *,
         clock: Callable[[], float] = time.monotonic,
         new_id: Callable[[], str] | None = None,
+        wall: Callable[[], float] = time.time,
     ) -> None:
         self.group = group
         self.config = config
@@ -204,6 +239,17 @@ class CoordinatorPolicy:
         #: actors the policy retired or killed (not to be swept again while Ray lists them)
         self.departed: set[str] = set()
         self.alive_nodes: frozenset[str] = frozenset()
+        #: alive nodes that can host an actor of the group (placement chooses among them)
+        self.hosts: frozenset[str] = frozenset()
+        self.wall = wall
+        #: the autoscaler (``autoscaling`` configured) and the actor count it chose
+        self.autoscaler: Autoscaler | None = None
+        self.target_actors: int | None = None
+        self.decisions: deque[ScalingDecision] = deque(maxlen=20)
+        #: placement warnings already logged
+        self._warned: set[str] = set()
+        #: since when every partition processes and nothing moves (None: not now)
+        self._settled_since: float | None = None
         self.error: BaseException | None = None
         #: recover_ahead: no partition gets Go until every partition has recovered
         self.hold_go = config.recover_ahead
@@ -237,11 +283,54 @@ class CoordinatorPolicy:
             holder = self.holder(p)
             st = self.last.get((holder, p)) if holder is not None else None
             st = st or PartitionStatus(partition=p, state=PartitionState.STARTING)
+            standbys = self.standbys_of(p)
             parts.append(
-                replace(st, restarts=self.restarts.get(p, 0), standbys=len(self.standbys_of(p)))
+                replace(
+                    st,
+                    restarts=self.restarts.get(p, 0),
+                    standbys=len(standbys),
+                    standby_nodes=[s.node_id for s in standbys if s.placed and s.node_id],
+                )
             )
         error = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
-        return GroupStatus(self.group, self.state, parts, error)
+        workers = len(self.workers())
+        return GroupStatus(
+            self.group,
+            self.state,
+            parts,
+            error,
+            actors=workers,
+            warnings=self.placement_warnings(),
+            autoscaling=None if self.autoscaler is None else self.autoscaler.summary(workers),
+            scaling=list(self.decisions),
+        )
+
+    def placement_warnings(self) -> list[str]:
+        """What placement could not do on this cluster, each saying what to do about it."""
+        hosts = len(self._hosts())
+        warnings = []
+        for p in range(self.partitions):
+            holder = self.actors.get(self.holder(p) or "")
+            if holder is None or not holder.placed:
+                continue
+            for standby in self.standbys_of(p):
+                if standby.placed and standby.node_id == holder.node_id:
+                    warnings.append(
+                        f"partition {p}: its standby shares node {short_node(holder.node_id)} "
+                        f"with its owner ({hosts} node(s) can host the group's actors, or the "
+                        "others had no room); add a node so that it survives the loss of its "
+                        "owner's node"
+                    )
+        placed = [w.node_id for w in self.workers() if w.placed and w.node_id]
+        if self.config.placement == "spread" and hosts and placed:
+            spread_over = len(set(placed))
+            if spread_over < min(len(placed), hosts):
+                warnings.append(
+                    f"placement spread: {len(placed)} actors on {spread_over} of {hosts} nodes "
+                    f"(the others had no room for num_cpus={self.config.num_cpus}); free or "
+                    "add resources there"
+                )
+        return warnings
 
     def visit_targets(self) -> list[tuple[str, int]]:
         """(owner, partition) of every partition, for a visit; GokaRayError unless running."""
@@ -259,15 +348,36 @@ class CoordinatorPolicy:
 
     # -- commands -----------------------------------------------------------------------------
 
-    def start(self, partitions: int, alive_nodes: Iterable[str] = ()) -> list[Action]:
-        """Place the partitions on actors as the config plans, and their standbys."""
+    def start(
+        self, partitions: int, alive_nodes: Iterable[str] = (), hosts: Iterable[str] | None = None
+    ) -> list[Action]:
+        """Place the partitions on actors as the config plans (their standbys follow once
+        the owners' nodes are known). ``hosts``: the alive nodes that can host an actor of
+        the group (default: every alive node)."""
         self.partitions = partitions
+        self._nodes(frozenset(alive_nodes), None if hosts is None else frozenset(hosts))
+        self._configure_autoscaling(self.config)
         actions: list[Action] = []
         for parts in self._plan():
             actions += self._spawn_worker(parts)
-        actions += self._ensure_standbys(frozenset(alive_nodes))
         self.state = GroupState.RUNNING
         return actions
+
+    def _nodes(self, alive: frozenset[str], hosts: frozenset[str] | None) -> None:
+        self.alive_nodes = alive
+        self.hosts = alive if hosts is None else hosts & alive
+
+    def _hosts(self) -> frozenset[str]:
+        return self.hosts or self.alive_nodes
+
+    def _configure_autoscaling(self, config: GroupConfig, actors: int | None = None) -> None:
+        """Start, change or end autoscaling as ``config`` says; ``actors``: a count asked for."""
+        if config.autoscaling is None:
+            self.autoscaler, self.target_actors = None, None
+            return
+        self.autoscaler = Autoscaler(config.autoscaling, self.partitions)
+        start = actors or self.target_actors or config.actors or config.autoscaling.min_actors
+        self.target_actors = self.autoscaler.clamp(start)
 
     def scale(self, config: GroupConfig) -> list[Action] | None:
         """Apply a changed config live; None when nothing needs to move.
@@ -277,6 +387,8 @@ class CoordinatorPolicy:
         if self.state not in (GroupState.RUNNING, GroupState.SCALING):
             raise GokaRayError(f"group {self.group} is {self.state}; cannot scale it")
         old, self.config = self.config, config
+        if config.autoscaling != old.autoscaling or config.actors != old.actors:
+            self._configure_autoscaling(config, config.actors)
         plan = self._plan()
         current = sorted(sorted(a.partitions) for a in self.workers())
         resources = (config.num_cpus, config.memory, config.placement)
@@ -301,7 +413,7 @@ class CoordinatorPolicy:
         advance moves, keep standbys, retire idle actors, kill actors nobody tracks."""
         if self.state in (GroupState.FAILED, GroupState.STOPPED):
             return []
-        self.alive_nodes = obs.alive_nodes
+        self._nodes(obs.alive_nodes, obs.hosts)
         for name in obs.gone:
             self.zombies.pop(name, None)
         actions: list[Action] = []
@@ -323,10 +435,12 @@ class CoordinatorPolicy:
         actions += self._advance_moves()
         if self.state is GroupState.SCALING and not self.moves:
             self.state = GroupState.RUNNING
-        actions += self._ensure_standbys(obs.alive_nodes)
+        actions += self._resize(at_once=self._autoscale())
+        actions += self._ensure_standbys()
         if obs.named is not None:
             actions += self._sweep(obs.named)
         self._forget_zombies()
+        self._log_warnings()
         return actions
 
     def _judge(
@@ -337,16 +451,25 @@ class CoordinatorPolicy:
     ) -> list[Action]:
         """One actor's part of a status round: it answered, is not placed yet, is silent
         (hung after HUNG_AFTER_MISSES rounds in a row) or dead; hung and dead ones go."""
-        actor.node_id = report.node_id or actor.node_id
+        if report.node_id:
+            actor.node_id, actor.placed = report.node_id, True
         match report.reach:
             case Reach.ANSWERED:
                 actor.misses = 0
                 for st in report.statuses:
                     statuses[(actor.name, st.partition)] = st
-                    actor.node_id = st.node_id or actor.node_id
+                    if st.node_id:
+                        actor.node_id, actor.placed = st.node_id, True
                 return []
             case Reach.PENDING:
                 return []  # not placed yet: waiting for resources is not hanging
+            case Reach.SILENT if self._on_lost_node(actor):
+                logger.warning(
+                    "group %s: %s does not answer and its node %s is lost; replacing it",
+                    self.group,
+                    actor.name,
+                    short_node(actor.node_id),
+                )
             case Reach.SILENT:
                 actor.misses += 1
                 if actor.misses < HUNG_AFTER_MISSES:
@@ -357,6 +480,15 @@ class CoordinatorPolicy:
         if actor.role is Role.STANDBY:
             return self._kill(actor)  # a new standby follows (_ensure_standbys)
         return self._replace(actor)
+
+    def _on_lost_node(self, actor: TrackedActor) -> bool:
+        """Whether ``actor`` was placed on a node that is no longer alive."""
+        return (
+            actor.placed
+            and actor.node_id is not None
+            and bool(self.alive_nodes)
+            and actor.node_id not in self.alive_nodes
+        )
 
     def released(self, actor: str, partition: int, stopped: bool) -> list[Action]:
         """Outcome of a Release: ``stopped`` if the actor confirmed the partition stopped."""
@@ -395,14 +527,22 @@ class CoordinatorPolicy:
             return []
         self.owner[partition] = actor
         del self.moves[partition]
+        logger.info(
+            "group %s: partition %d processes on %s under epoch %d",
+            self.group,
+            partition,
+            actor,
+            epoch,
+        )
         return []
 
     # -- moves --------------------------------------------------------------------------------
 
     def _plan(self) -> list[list[int]]:
         cfg = self.config
+        actors = self.target_actors if self.autoscaler is not None else cfg.actors
         return plan_actors(
-            self.partitions, partitions_per_actor=cfg.partitions_per_actor, actors=cfg.actors
+            self.partitions, partitions_per_actor=cfg.partitions_per_actor, actors=actors
         )
 
     def _resources(self, node: str | None) -> ActorResources:
@@ -448,32 +588,36 @@ class CoordinatorPolicy:
                 move.inherit(old)
         self.moves[partition] = move
         if old is not None and old.phase is MovePhase.FENCED:
-            self._fence(move, lease=False)
+            self._fence(move, lease=True)
         return [*actions, Assign(target, partition, epoch)]
 
     def _fence(self, move: Move, *, lease: bool) -> None:
         """Make the move's epoch current (recorded first): older leases can no longer renew.
 
         ``lease``: an older owner may hold a lease that is still valid, so the new owner waits
-        a full lease from now (unless the move's ``known`` blockers are all confirmed gone).
-        Nothing is waited for if no older epoch ever had a live owner.
+        until the last lease the epoch table granted on an older epoch ends (a full lease from
+        now where it cannot know, after a restart), unless the move's ``known`` blockers are
+        all confirmed gone. False: the older owner confirmed it stopped. Nothing is waited for
+        if no older epoch ever had a live owner. A move fenced already is left as it is.
         """
-        if move.phase is not MovePhase.FENCED:
-            p = move.partition
-            previous = self.epochs.owner(p)
-            had_owner = previous is not None
-            if had_owner and previous not in self.actors and previous not in move.blockers:
-                move.known = False  # an owner this coordinator never tracked (a restart)
-            self.epochs.make_current(p, move.epoch, move.target)
-            move.phase = MovePhase.FENCED
-            if not had_owner:
-                move.blockers.clear()  # no epoch of it had a live owner: nobody can write
-                move.lease_until = None
-                move.known = True
-                return
-        if lease:
-            until = self.clock() + self.lease_duration
-            move.lease_until = max(move.lease_until or until, until)
+        if move.phase is MovePhase.FENCED:
+            return
+        p = move.partition
+        previous = self.epochs.owner(p)
+        had_owner = previous is not None
+        if had_owner and previous not in self.actors and previous not in move.blockers:
+            move.known = False  # an owner this coordinator never tracked (a restart)
+        self.epochs.make_current(p, move.epoch, move.target)
+        move.phase = MovePhase.FENCED
+        move.fenced_at = self.clock()
+        if not had_owner:
+            move.blockers.clear()  # no epoch of it had a live owner: nobody can write
+            move.lease_until = None
+            move.known = True
+            return
+        ends = self.epochs.superseded_lease_end(p) if lease else None
+        if ends is not None:
+            move.lease_until = max(move.lease_until or ends, ends)
 
     def _spawn_worker(
         self,
@@ -492,8 +636,13 @@ class CoordinatorPolicy:
         """
         epochs = [self.epochs.issue(p) for p in partitions]  # recorded before anything changes
         name = f"{worker_prefix(self.group)}{self._new_id()[:8]}"
-        self.actors[name] = TrackedActor(name, Role.WORKER, set(partitions), node_id=near)
-        actions: list[Action] = [Spawn(name, Role.WORKER, self._resources(near))]
+        node = worker_node(
+            self._hosts(), self._load(), spread=self.config.placement == "spread", near=near
+        )
+        self.actors[name] = TrackedActor(
+            name, Role.WORKER, set(partitions), node_id=node, wanted_node=node
+        )
+        actions: list[Action] = [Spawn(name, Role.WORKER, self._resources(node))]
         for p, epoch in zip(partitions, epochs, strict=True):
             orphan = replacing is not None or (
                 not known and p not in self.owner and p not in self.moves
@@ -519,14 +668,18 @@ class CoordinatorPolicy:
         a restart every actor killed because it did not answer."""
         return set(self.zombies) if replacing is None else {replacing}
 
+    def _load(self) -> NodeLoad:
+        return NodeLoad.count((a.node_id, a.role is Role.WORKER) for a in self.actors.values())
+
     def _promote(
         self, partition: int, *, replacing: str | None, known: bool
     ) -> list[Action] | None:
-        """Move ``partition`` to its oldest standby; None if it has none."""
-        candidates = self.standbys_of(partition)
+        """Move ``partition`` to its standby that answered last and is not on a lost node
+        (the oldest of them); None if it has none."""
+        candidates = [s for s in self.standbys_of(partition) if not self._on_lost_node(s)]
         if not candidates:
             return None
-        standby = candidates[0]
+        standby = min(candidates, key=lambda s: s.misses)
         actions = self._start_move(
             partition,
             standby.name,
@@ -669,26 +822,139 @@ class CoordinatorPolicy:
         for name in set(self.zombies) - waited:
             del self.zombies[name]
 
-    def _ensure_standbys(self, alive_nodes: frozenset[str]) -> list[Action]:
-        """Start standbys until every partition has ``standby_replicas`` of them."""
+    def _ensure_standbys(self) -> list[Action]:
+        """Keep ``standby_replicas`` standbys per partition, each on another node than the
+        partition's owner where the cluster has one (see the module docstring)."""
         wanted = self.config.standby_replicas
         actions: list[Action] = []
         if not wanted:
             return actions
-        nodes = sorted(alive_nodes)
+        hosts = self._hosts()
         for p in range(self.partitions):
+            holder = self.actors.get(self.holder(p) or "")
+            if holder is None or not holder.placed or holder.node_id is None:
+                continue  # placed now, it could land on the owner's node once that is known
+            owner_node = holder.node_id
             have = self.standbys_of(p)
+            for standby in list(have):
+                # placed where it was wanted, and the owner came onto its node since: move it
+                if not (standby.placed and standby.node_id == owner_node == standby.wanted_node):
+                    continue
+                taken = {s.node_id for s in have if s is not standby and s.node_id}
+                if standby_node(hosts, self._load(), owner_node, taken).shares_owner_node:
+                    continue
+                logger.info(
+                    "group %s: partition %d's owner moved onto node %s of its standby %s; "
+                    "moving the standby",
+                    self.group,
+                    p,
+                    short_node(owner_node),
+                    standby.name,
+                )
+                actions += self._kill(standby)
+                have.remove(standby)
             while len(have) < wanted:
-                holder = self.actors.get(self.holder(p) or "")
-                busy = {holder.node_id if holder else None} | {a.node_id for a in have}
-                others = [n for n in nodes if n not in busy]
-                # another node than the owner's where there is one: it must survive that node
-                node = others[p % len(others)] if others else None
+                taken = {s.node_id for s in have if s.node_id}
+                place = standby_node(hosts, self._load(), owner_node, taken)
                 name = f"{standby_prefix(self.group)}p{p}-{self._new_id()[:6]}"
-                standby = TrackedActor(name, Role.STANDBY, {p}, node_id=node)
+                standby = TrackedActor(
+                    name, Role.STANDBY, {p}, node_id=place.node, wanted_node=place.node
+                )
                 self.actors[name] = standby
                 have.append(standby)
-                actions += [Spawn(name, Role.STANDBY, self._resources(node)), Follow(name, p)]
+                actions += [Spawn(name, Role.STANDBY, self._resources(place.node)), Follow(name, p)]
+        return actions
+
+    def _log_warnings(self) -> None:
+        """Log each placement warning once, when it appears."""
+        current = set(self.placement_warnings())
+        for warning in sorted(current - self._warned):
+            logger.warning("group %s: %s", self.group, warning)
+        self._warned = current
+
+    # -- the actor count ----------------------------------------------------------------------
+
+    def _settled(self) -> bool:
+        """Every partition runs under its owner and nothing moves."""
+        if self.state is not GroupState.RUNNING or self.moves or self.hold_go:
+            return False
+        for p in range(self.partitions):
+            owner = self.owner.get(p)
+            st = self.last.get((owner, p)) if owner is not None else None
+            if st is None or PartitionState(st.state) is not PartitionState.RUNNING:
+                return False
+        return True
+
+    def _autoscale(self) -> bool:
+        """Feed the autoscaler a sample of a settled group; adopt the count it decides.
+        True if it decided a new count."""
+        if self.autoscaler is None:
+            return False
+        if not self._settled():
+            self.autoscaler.restart()
+            return False
+        owned = [self.last[(self.owner[p], p)] for p in range(self.partitions)]
+        if not all(st.offsets and st.lag for st in owned):
+            return False  # a runner that has not fetched yet: its lag is not known
+        workers = len(self.workers())
+        decision = self.autoscaler.observe(
+            LagSample(
+                at=self.clock(),
+                actors=workers,
+                lag=sum(sum(st.lag.values()) for st in owned),
+                position=sum(sum(st.offsets.values()) for st in owned),
+            )
+        )
+        if decision is None or decision.actors == self.target_actors:
+            return False
+        decided = ScalingDecision(self.wall(), workers, decision.actors, decision.reason)
+        self.decisions.append(decided)
+        logger.info(
+            "group %s: autoscaling %d -> %d actors: %s",
+            self.group,
+            workers,
+            decision.actors,
+            decision.reason,
+        )
+        self.target_actors = decision.actors
+        self.autoscaler.restart()
+        return True
+
+    def _resize(self, *, at_once: bool = False) -> list[Action]:
+        """Bring a group settled for RESIZE_SETTLE seconds (``at_once``: the autoscaler just
+        chose a new count) to the planned actor count and sizes with the fewest live moves
+        (after a failover promoted standbys, or for a new autoscaled count)."""
+        if not self._settled():
+            self._settled_since = None
+            return []
+        now = self.clock()
+        if self._settled_since is None:
+            self._settled_since = now
+        if not at_once and now - self._settled_since < RESIZE_SETTLE:
+            return []
+        workers = self.workers()
+        plan = rebalance(
+            {w.name: set(w.partitions) for w in workers},
+            self.partitions,
+            len(self._plan()),
+            {w.name: w.node_id for w in workers},
+        )
+        if not plan:
+            return []
+        logger.info(
+            "group %s: %d actors -> %d (moving partitions %s)",
+            self.group,
+            len(workers),
+            len(self._plan()),
+            sorted([*plan.moves, *(p for part in plan.new for p in part)]),
+        )
+        self.state = GroupState.SCALING
+        actions: list[Action] = []
+        for p, target in sorted(plan.moves.items()):
+            self.actors[target].partitions.add(p)
+            actions += self._start_move(p, target, source=self.owner.get(p))
+        for parts in plan.new:
+            actions += self._spawn_worker(parts)
         return actions
 
     def _fail(self, error: BaseException) -> list[Action]:
@@ -710,9 +976,16 @@ class CoordinatorPolicy:
 
     # -- after a restart of the coordinator ---------------------------------------------------
 
-    def adopt(self, partitions: int, found: Mapping[str, tuple[Role, ActorReport]]) -> list[Action]:
+    def adopt(
+        self,
+        partitions: int,
+        found: Mapping[str, tuple[Role, ActorReport]],
+        alive_nodes: Iterable[str] = (),
+        hosts: Iterable[str] | None = None,
+    ) -> list[Action]:
         """Take over what a previous coordinator left: ``found`` is every named actor of the
-        group with its role and one status round (the EpochTable was restored before).
+        group with its role and one status round (the EpochTable was restored before; a
+        lease it cannot know about counts from the ``granted_before`` it was restored with).
 
         Adopts as owner only an actor that answers and runs a partition under the epoch and
         name the record holds as current; keeps a move whose target recovers under the epoch
@@ -722,6 +995,8 @@ class CoordinatorPolicy:
         killed actor is confirmed gone and nobody else can have held it.
         """
         self.partitions = partitions
+        self._nodes(frozenset(alive_nodes), None if hosts is None else frozenset(hosts))
+        self._configure_autoscaling(self.config)
         actions: list[Action] = []
         for name, (role, report) in found.items():
             if report.reach is Reach.ANSWERED:
@@ -778,7 +1053,8 @@ class CoordinatorPolicy:
         actions: list[Action] = []
         for st in statuses:
             p, state = st.partition, PartitionState(st.state)
-            actor.node_id = st.node_id or actor.node_id
+            if st.node_id:
+                actor.node_id, actor.placed = st.node_id, True
             if actor.role is Role.STANDBY:
                 actor.partitions.add(p)
                 continue
@@ -791,7 +1067,7 @@ class CoordinatorPolicy:
                 actor.partitions.add(p)
             elif state in _PREPARING and (st.epoch, actor.name) == (record.current, record.owner):
                 move = Move(p, actor.name, st.epoch, None, MovePhase.FENCED, known=False)
-                move.lease_until = self.clock() + self.lease_duration
+                move.lease_until = self.epochs.unknown_lease_end()
                 move.blockers = set(self.zombies)
                 self.moves[p] = move
                 actor.partitions.add(p)

@@ -14,6 +14,7 @@ __all__ = [
     "GroupStatus",
     "PartitionState",
     "PartitionStatus",
+    "ScalingDecision",
     "ViewStatus",
 ]
 
@@ -63,6 +64,8 @@ class PartitionStatus(StatsFields):
     error: str | None = None
     #: live standby copies of this partition (``standby_replicas``)
     standbys: int = 0
+    #: the nodes of those standbys (never the owner's node while the cluster has another)
+    standby_nodes: list[str] = field(default_factory=list)
     stats: PartitionStats = field(default_factory=PartitionStats)
 
     def as_dict(self) -> dict[str, Any]:
@@ -70,6 +73,21 @@ class PartitionStatus(StatsFields):
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "stats"}
         out.update(self.stats.as_dict())
         return out
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    """One change of a group's actor count by its autoscaler, with the reason."""
+
+    #: when it was decided (Unix time, seconds)
+    at: float
+    actors_from: int
+    actors_to: int
+    #: what the autoscaler saw, e.g. "lag 5,210 per partition above the target 1,000 for 2 s"
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.actors_from} -> {self.actors_to} actors: {self.reason}"
 
 
 @dataclass(frozen=True)
@@ -81,6 +99,15 @@ class GroupStatus:
     state: str
     partitions: list[PartitionStatus]
     error: str | None = None
+    #: partition actors (workers) the group runs on now
+    actors: int = 0
+    #: placement problems the group cannot fix itself, each saying what to do (e.g. a standby
+    #: that shares its owner's node because the cluster has no other node)
+    warnings: list[str] = field(default_factory=list)
+    #: with ``autoscaling``: its bounds and what it sees now (None without autoscaling)
+    autoscaling: str | None = None
+    #: the autoscaler's recent decisions, oldest first
+    scaling: list[ScalingDecision] = field(default_factory=list)
 
     @property
     def ready(self) -> bool:

@@ -25,6 +25,9 @@ their path and what is allowed.
         fetch_wait_max_ms: 500              # longest a fetch waits for data (latency vs load)
         fetch_min_bytes: 1                  # data a fetch waits for (1: answer at once)
         topic_config_mismatch: warn         # warn | fail: an existing table/loop topic's settings
+        coordinator_node: head              # head | any | a Ray node id (hex)
+        autoscaling: null                   # or {min_actors, max_actors, target_lag_per_partition,
+                                            #     upscale_delay_s, downscale_delay_s}
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -44,9 +47,43 @@ from typing import Any, Literal, TypeVar, get_args, get_origin, get_type_hints
 
 from goka_ray.errors import ConfigError
 
-__all__ = ["Config", "GroupConfig", "ViewConfig"]
+__all__ = ["AutoscalingConfig", "Config", "GroupConfig", "ViewConfig"]
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class AutoscalingConfig:
+    """Lag-driven autoscaling of a group's actor count (``groups.<group>.autoscaling``).
+
+    The coordinator keeps between ``min_actors`` and ``max_actors`` partition actors: it adds
+    actors when the input lag per partition stays above ``target_lag_per_partition``
+    (messages) for ``upscale_delay_s`` seconds, and removes actors when the lag stays below
+    half the target for ``downscale_delay_s`` seconds and fewer actors can carry the input
+    rate. Changes go through the live hand-over (no partition stops processing). The delays'
+    defaults are Ray Serve's autoscaling defaults.
+    """
+
+    min_actors: int = 1
+    #: None: one actor per partition at most
+    max_actors: int | None = None
+    target_lag_per_partition: int = 1000
+    upscale_delay_s: float = 30.0
+    downscale_delay_s: float = 600.0
+
+    def __post_init__(self) -> None:
+        _positive(self.min_actors, "min_actors")
+        if self.max_actors is not None:
+            _positive(self.max_actors, "max_actors")
+            if self.max_actors < self.min_actors:
+                raise ConfigError(
+                    f"max_actors={self.max_actors} is below min_actors={self.min_actors}: "
+                    "use max_actors >= min_actors"
+                )
+        _positive(self.target_lag_per_partition, "target_lag_per_partition")
+        for name in ("upscale_delay_s", "downscale_delay_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name}={getattr(self, name)}: use a number of seconds >= 0")
 
 
 @dataclass(frozen=True)
@@ -97,6 +134,12 @@ class GroupConfig:
     #: table topic with ``cleanup.policy=delete``): ``warn`` (log it, with the fix) or ``fail``
     #: (the group does not start)
     topic_config_mismatch: Literal["warn", "fail"] = "warn"
+    #: where the group's coordinator runs: ``head`` (the head node, which the cluster does not
+    #: outlive, as Ray Serve places its controller), ``any`` (where Ray likes), or a node id
+    #: (hex; soft: another node if that one is gone)
+    coordinator_node: str = "head"
+    #: lag-driven autoscaling of the actor count (None: the count is fixed by the config)
+    autoscaling: AutoscalingConfig | None = None
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -124,6 +167,9 @@ class GroupConfig:
             "topic_config_mismatch",
         ):
             _one_of(self, name)
+        if isinstance(self.autoscaling, Mapping):
+            scaling = _build(AutoscalingConfig, self.autoscaling, "autoscaling")
+            object.__setattr__(self, "autoscaling", scaling)
 
 
 @dataclass(frozen=True)
@@ -294,12 +340,25 @@ def _build(kind: type[T], data: Mapping[str, Any], path: str) -> T:
     fields = {f.name for f in dataclasses.fields(kind)}  # type: ignore[arg-type]
     prefix = f"{path}." if path else ""
     _reject_unknown(data, fields, prefix)
+    data = dict(data)
     for name, value in data.items():
+        nested = _dataclass_of(hints[name])
+        if nested is not None and isinstance(value, Mapping):
+            data[name] = value = _build(nested, value, f"{prefix}{name}")
         _check_type(value, hints[name], f"{prefix}{name}")
     try:
         return kind(**data)
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}" if path else str(exc)) from None
+
+
+def _dataclass_of(hint: Any) -> type | None:
+    """The dataclass a field holds (also inside ``X | None``), else None."""
+    options = get_args(hint) if type(None) in get_args(hint) else (hint,)
+    for option in options:
+        if isinstance(option, type) and dataclasses.is_dataclass(option):
+            return option
+    return None
 
 
 def _check_type(value: Any, hint: Any, path: str) -> None:
@@ -325,5 +384,9 @@ def _check_type(value: Any, hint: Any, path: str) -> None:
             return
         if isinstance(base, type) and dataclasses.is_dataclass(base) and isinstance(value, base):
             return
-    names = " or ".join(getattr(o, "__name__", str(o)) for o in options if o is not type(None))
+    names = " or ".join(
+        "a mapping of settings" if _dataclass_of(o) else getattr(o, "__name__", str(o))
+        for o in options
+        if o is not type(None)
+    )
     raise ConfigError(f"{path}={value!r}: expected {names}")
