@@ -28,6 +28,10 @@ BENCHMARKS: dict[str, tuple[str, float]] = {
     "eos_throughput": ("exactly-once vs at-least-once", 1.5),
     "recovery_memory": ("peak RSS recovering 1,000,000 keys vs steady state", 1.5),
     "failover": ("failover of a 1,000,000-key partition, with vs without a standby", 2.0),
+    "node_loss": (
+        "a lost node on a 4-node test cluster: with vs without standby, coordinator",
+        7.0,
+    ),
 }
 
 

@@ -16,8 +16,8 @@ clicks that flow all the time. The node that holds partition 0's owner is killed
 Measured: seconds from the kill until every partition of the lost node runs under a new
 owner and has processed clicks sent after the kill. Prints each run, then per case the median
 and the worst, and the ratio of the medians to the baseline's (the targets: 5 s with a
-standby, 10 s when the coordinator was lost too). Every run also checks the counts (at least
-the clicks sent) and that the group is back on 2 actors.
+standby, 10 s when the coordinator was lost too), and how busy the machine was. Every run also
+checks the counts (at least the clicks sent) and that the group is back on 2 actors.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from typing import Any
 import ray
 from ray.cluster_utils import Cluster
 
+from bench.harness import CpuMeter
 from goka_ray import Processor, View, codecs
 from goka_ray.examples import click_counter
 from goka_ray.kafka.clients import make_producer
@@ -216,6 +217,7 @@ def main() -> None:
     global VERBOSE
     VERBOSE = args.verbose
     results: dict[str, list[float]] = {case: [] for case in args.cases}
+    meter = CpuMeter({})
     with LocalKafka() as kafka, tempfile.TemporaryDirectory(prefix="grnl", dir="/tmp") as d:
         cluster = Cluster(
             initialize_head=True,
@@ -233,8 +235,12 @@ def main() -> None:
         finally:
             ray.shutdown()
             cluster.shutdown()
+    machine = meter.stop()["machine"]
     base = statistics.median(results.get("no standby") or [float("nan")])
-    print(f"\nnode loss -> its partitions process again ({args.runs} runs each):")
+    print(
+        f"\nnode loss -> its partitions process again ({args.runs} runs each; machine "
+        f"{machine:.0%} busy):"
+    )
     for case, times in results.items():
         median = statistics.median(times)
         print(

@@ -36,6 +36,21 @@ def test_every_node_installs_goka_ray_from_the_mounted_checkout() -> None:
     assert sum("--metrics-export-port" in c for c in starts) == 2
 
 
+def test_the_head_detects_a_lost_node_in_about_three_seconds() -> None:
+    """The GCS health checks the multi-node tests and bench.node_loss run with."""
+    import json
+    import shlex
+
+    (start,) = [c for c in prepare_config(load())["head_start_ray_commands"] if "--head" in c]
+    (option,) = [a for a in shlex.split(start) if a.startswith("--system-config=")]
+    checks = json.loads(option.split("=", 1)[1])
+    assert checks == {
+        "health_check_period_ms": 1000,
+        "health_check_timeout_ms": 1000,
+        "health_check_failure_threshold": 3,
+    }
+
+
 def test_the_on_prem_variant_in_the_comments_validates_too() -> None:
     config = load()
     for key in ("available_node_types", "head_node_type", "max_workers"):

@@ -58,3 +58,28 @@ def test_a_wide_terminal_shows_every_column_and_the_error() -> None:
     assert all(f" {c} " in text for c in STATUS_COLUMNS)
     assert "not shown" not in text
     assert f"error: {error}" in " ".join(text.split())
+
+
+def test_standby_nodes_placement_warnings_and_scaling_decisions_are_shown() -> None:
+    from dataclasses import replace
+
+    from goka_ray.control.status import ScalingDecision
+
+    base = group()
+    parts = [replace(p, standby_nodes=["5f3e21aa0000"]) for p in base.partitions]
+    warning = "partition 0: its standby shares node 80968b1c with its owner; add a node"
+    decision = ScalingDecision(0.0, 1, 4, "lag 5,210 per partition above the target 1,000")
+    status = replace(
+        base,
+        partitions=parts,
+        actors=4,
+        warnings=[warning],
+        autoscaling="4 actors in [1, 4], target lag 1,000/partition",
+        scaling=[decision],
+    )
+    text = " ".join(render(status_table(status, 160), 160).split())
+    assert "group clicks: running on 4 actors" in text
+    assert " standby " in text and "5f3e21aa" in text
+    assert f"warning: {warning}" in text
+    assert "autoscaling: 4 actors in [1, 4]" in text
+    assert "1 -> 4 actors: lag 5,210 per partition above the target 1,000" in text

@@ -7,9 +7,11 @@ terminal (and says which), instead of cutting rows off at the right edge.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterable
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
@@ -34,6 +36,7 @@ STATUS_COLUMNS = (
     "state",
     "actor",
     "node",
+    "standby",
     "offsets",
     "lag",
     "keys",
@@ -43,7 +46,7 @@ STATUS_COLUMNS = (
 )
 _RIGHT = {"part", "lag", "keys", "processed", "restarts", "epoch"}
 #: dropped first to last when the table does not fit (part, state and lag always stay)
-_DROP_ORDER = ("epoch", "node", "actor", "restarts", "offsets", "keys", "processed")
+_DROP_ORDER = ("epoch", "standby", "node", "actor", "restarts", "offsets", "keys", "processed")
 
 
 def make_console(stderr: bool = False) -> Console:
@@ -72,6 +75,7 @@ def _cells(p: PartitionStatus) -> dict[str, str]:
         "state": f"[{style}]{p.state}[/]" if style else p.state,
         "actor": _short((p.actor_name or "-").rsplit("/", 1)[-1], 13),
         "node": _short(p.node_id, 8),
+        "standby": " ".join(_short(n, 8) for n in p.standby_nodes) or "-",
         "offsets": offsets,
         "lag": f"{sum(p.lag.values()):,}",
         "keys": f"{p.keys:,}",
@@ -82,8 +86,10 @@ def _cells(p: PartitionStatus) -> dict[str, str]:
 
 
 def _build(status: GroupStatus, columns: list[str], hidden: list[str]) -> Table:
+    on = f" on {status.actors} actors" if status.actors else ""
     table = Table(
-        title=f"group {status.group}: {status.state}  (keys {status.keys:,}, lag {status.lag:,})",
+        title=f"group {status.group}: {status.state}{on}  (keys {status.keys:,}, "
+        f"lag {status.lag:,})",
         title_justify="left",
     )
     for name in columns:
@@ -94,6 +100,12 @@ def _build(status: GroupStatus, columns: list[str], hidden: list[str]) -> Table:
     notes = []
     if status.error:
         notes.append(f"[red]error: {status.error}[/]")
+    notes += [f"[yellow]warning: {escape(w)}[/]" for w in status.warnings]
+    if status.autoscaling:
+        notes.append(f"autoscaling: {escape(status.autoscaling)}")
+    for decision in status.scaling[-3:]:
+        at = time.strftime("%H:%M:%S", time.localtime(decision.at))
+        notes.append(f"[dim]{at}[/] {escape(str(decision))}")
     if hidden:
         notes.append(f"[dim]not shown (too narrow): {', '.join(hidden)}; --json has all[/]")
     if notes:

@@ -3,8 +3,10 @@
 One page shows the namespace and cluster, every group with its state (a failed group's error,
 with the topic, partition, offset and key of the message that failed, in a red box at the top
 of its section), charts of its throughput and lag over the last minutes (inline SVG, drawn by
-the page; no external scripts), a table of its partitions with a small chart of each, and a
-form that reads a key from any group's table. It says when it last heard from the cluster.
+the page; no external scripts), a table of its partitions (with the node of each owner and
+of its standbys) with a small chart of each, placement warnings, the autoscaler's bounds and
+its recent decisions with their reasons, and a form that reads a key from any group's table.
+It says when it last heard from the cluster.
 
 A sampler thread asks every group for its status every ``interval`` seconds and keeps the last
 ``history`` seconds (``goka_ray.control.history``); the page is a thin client of a JSON API:
@@ -309,6 +311,9 @@ _PAGE = """<!doctype html>
  .failure { border-left: 6px solid #b00020; background: #fdecea; padding: .7em 1em;
             margin: .5em 0 .8em; }
  .failure h3 { margin: 0 0 .3em; color: #b00020; font-size: 1em; }
+ .warning { background: #fff4e0; border-left: 6px solid #a06000; padding: .4em .8em;
+            margin: .4em 0; }
+ .autoscaling { margin: .4em 0 0; } ul.decisions { margin: .2em 0 .6em; color: #444; }
  .failure pre { margin: 0; white-space: pre-wrap; word-break: break-word; font-size: .92em; }
  .summary { color: #444; margin: .2em 0 .6em; }
  .charts { display: flex; flex-wrap: wrap; gap: 1.2em; }
@@ -419,8 +424,20 @@ function renderGroup(g, status, hist) {
     sec.appendChild(box);
   }
   const rate = hist.rate.total.length ? hist.rate.total[hist.rate.total.length - 1] : null;
-  sec.appendChild(el("p", {class: "summary"}, `${g.partitions} partitions · ${fmt(g.keys)} keys` +
+  sec.appendChild(el("p", {class: "summary"}, `${g.partitions} partitions on ` +
+    `${status.actors} actors · ${fmt(g.keys)} keys` +
     ` · lag ${fmt(g.lag)} · processed ${fmt(g.processed)} · ${fmt(rate)} msg/s now`));
+  for (const w of status.warnings || []) sec.appendChild(el("p", {class: "warning"}, w));
+  if (status.autoscaling) {
+    sec.appendChild(el("p", {class: "autoscaling"}, "autoscaling: " + status.autoscaling));
+    const list = el("ul", {class: "decisions"});
+    for (const d of (status.scaling || []).slice(-5)) {
+      const at = new Date(d.at * 1000).toLocaleTimeString([], {hour12: false});
+      list.appendChild(el("li", {}, `${at} ${d.actors_from} -> ${d.actors_to} actors: ` +
+        d.reason));
+    }
+    sec.appendChild(list);
+  }
   const charts = el("div", {class: "charts"});
   for (const [name, series, color, unit] of [["throughput", hist.rate, "#1f77b4", "msg/s"],
                                               ["lag", hist.lag, "#d62728", "msgs"]]) {
@@ -433,8 +450,9 @@ function renderGroup(g, status, hist) {
   sec.appendChild(charts);
   const t = el("table");
   const head = t.insertRow();
-  const cols = [["partition"], ["state", "l"], ["actor", "l"], ["node", "l"], ["offsets", "l"],
-    ["lag"], ["keys"], ["processed"], ["restarts"], ["epoch"], ["msg/s", "l"], ["lag", "l"]];
+  const cols = [["partition"], ["state", "l"], ["actor", "l"], ["node", "l"],
+    ["standby on", "l"], ["offsets", "l"], ["lag"], ["keys"], ["processed"], ["restarts"],
+    ["epoch"], ["msg/s", "l"], ["lag", "l"]];
   if (status.partitions.some(p => p.error)) cols.push(["error", "l"]);
   for (const [c, cls] of cols) head.appendChild(el("th", cls ? {class: cls} : {}, c));
   for (const p of status.partitions) {
@@ -442,6 +460,7 @@ function renderGroup(g, status, hist) {
     cell(row, p.partition); cell(row, p.state, "l " + p.state);
     cell(row, (p.actor_name || "-").split("/").pop(), "l");
     cell(row, (p.node_id || "-").slice(0, 8), "l");
+    cell(row, (p.standby_nodes || []).map(n => n.slice(0, 8)).join(" ") || "-", "l");
     cell(row, Object.entries(p.offsets).map(([k, v]) => `${k}:${v}`).join(" ") || "-",
          "l offsets");
     cell(row, fmt(Object.values(p.lag).reduce((a, b) => a + b, 0)));
@@ -453,7 +472,7 @@ function renderGroup(g, status, hist) {
         {width: 90, height: 18, color, small: true, label: `partition ${p.partition}`}));
       row.appendChild(td);
     }
-    if (cols.length > 12) {
+    if (cols.length > 13) {
       const same = p.error && g.error && g.error.endsWith(p.error);
       cell(row, same ? "the group's error, above" : (p.error || ""), "err");
     }
