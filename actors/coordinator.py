@@ -93,6 +93,13 @@ class GroupCoordinator:
         # a restart, or actors of the group left by an earlier coordinator: adopt them, with
         # the config changes made live before (kept in the GCS, like the epochs)
         adopting = bool(workers) or ray.get_runtime_context().was_current_actor_reconstructed
+        if adopting:
+            logger.warning(
+                "group %s: coordinator started again on node %s; adopting %d actors",
+                self.group,
+                ray.get_runtime_context().get_node_id()[:8],
+                len(workers) + len(standbys),
+            )
         self._changes: dict[str, Any] = self.actors.load_changes() if adopting else {}
         if self._changes:
             self.config = self.config.with_group(self.group, **self._changes)

@@ -89,6 +89,8 @@ class GroupActors:
         self._answered: set[str] = set()
         #: nodes Ray reports alive whose raylet did not accept a connection: lost
         self.lost: frozenset[str] = frozenset()
+        #: lost nodes already logged
+        self._reported: frozenset[str] = frozenset()
         self._addresses: dict[str, tuple[str, int]] = {}
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raylet-probe")
 
@@ -329,8 +331,9 @@ class GroupActors:
             if node in self._addresses
         }
         lost = frozenset(node for node, answer in probes.items() if not answer.result())
-        for node in sorted(lost - self.lost):
+        for node in sorted(lost - self._reported):
             logger.warning("the raylet of node %s does not accept connections: lost", node[:8])
+        self._reported |= lost
         self.lost |= lost
         return lost
 
@@ -400,11 +403,11 @@ class GroupActors:
         for node, info in alive.items():
             self._addresses[node] = (info["NodeManagerAddress"], int(info["NodeManagerPort"]))
         watched = ({self._node[a] for a in actors if a in self._node} | self.lost) & set(alive)
-        answered_before = self.lost
         self.lost = frozenset()  # a raylet that answers again, or a node Ray marked dead
         self._probe(watched)
-        for node in sorted(answered_before & set(alive) - self.lost):
+        for node in sorted(self._reported & set(alive) - self.lost):
             logger.warning("the raylet of node %s accepts connections again", node[:8])
+        self._reported = self.lost
         ok = {node: info for node, info in alive.items() if node not in self.lost}
         hosts = {
             node

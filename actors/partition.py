@@ -140,7 +140,8 @@ class PartitionActor:
             )
         try:
             renewal = self._coordinator.renew.remote(partition, epoch, self.name)
-            return bool(ray.get(renewal, timeout=5))
+            # an answer later than a lease is of no use: the renewal counts from when it was sent
+            return bool(ray.get(renewal, timeout=self.spec.lease_duration))
         except Exception:
             self._coordinator = None  # look it up again: it may have been restarted
             raise

@@ -89,6 +89,8 @@ def test_a_worker_ray_placed_elsewhere_than_spread_wanted_is_reported():
         second.name: report(policy, {"1": "recovering"}, node="node-a"),  # no room elsewhere
     }
     policy.observe(Observation(reports, NODES))
+    assert policy.status().warnings == [], "not while partitions still move"
+    settle(policy)
     (warning,) = policy.status().warnings
     assert "placement spread: 2 actors on 1 of 3 nodes" in warning
 

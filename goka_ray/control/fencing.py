@@ -62,7 +62,7 @@ logger = logging.getLogger(__name__)
 
 #: seconds a lease is valid after its renewal: also the longest a new owner waits for the lease
 #: of an owner whose node was lost (the renewal comes every half lease while it writes)
-LEASE_DURATION = 4.0
+LEASE_DURATION = 3.0
 
 #: renew(partition, epoch) -> True (renewed), False (refused: fenced); raises if unreachable
 Renew = Callable[[int, int], bool]

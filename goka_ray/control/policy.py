@@ -322,7 +322,8 @@ class CoordinatorPolicy:
                         "owner's node"
                     )
         placed = [w.node_id for w in self.workers() if w.placed and w.node_id]
-        if self.config.placement == "spread" and hosts and placed:
+        settled = len(self.workers()) == len(self._plan()) and not self.moves
+        if self.config.placement == "spread" and hosts and placed and settled:
             spread_over = len(set(placed))
             if spread_over < min(len(placed), hosts):
                 warnings.append(
