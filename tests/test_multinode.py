@@ -317,6 +317,7 @@ def test_a_backlog_scales_the_group_up_and_a_quiet_period_back_down_with_exact_c
         (decision,) = up.scaling
         assert decision.actors_from == 1 and decision.actors_to > 1, decision
         assert "above the target 50" in decision.reason
+        assert "; 0 msg/s arriving" in decision.reason, "the backlog was there before the start"
         grown = wait_until_value(
             lambda: (s := observed()).actors == decision.actors_to and s.ready and s,
             90,

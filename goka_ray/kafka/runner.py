@@ -189,7 +189,8 @@ class PartitionRunner:
         #: the partition's one stats record: the core counts into it, the runner adds the rest
         self._stats = PartitionStats()
         self._positions: dict[tuple[str, int], int] = {}
-        self._lag: dict[str, int] = {}
+        #: the inputs' ends (high watermarks) as last fetched, by (topic, partition)
+        self._high: dict[tuple[str, int], int] = {}
         self._partition_counts: dict[str, int] = {}
         self._closed = False
         self._fenced = False
@@ -287,7 +288,7 @@ class PartitionRunner:
         table = self.core.table
         stats = self._stats.copy(
             offsets={t: o for (t, _), o in self._positions.items()},
-            lag=dict(self._lag),
+            lag=self._current_lag(),
             keys=len(table) if table is not None else 0,
         )
         error = None if self._error is None else str(self._error)
@@ -578,8 +579,8 @@ class PartitionRunner:
             )
 
     def _refresh_lag(self) -> None:
-        lag: dict[str, int] = {}
-        for (topic, part), position in self._positions.items():
+        """Take the inputs' ends from the consumer's last fetch responses (no request)."""
+        for topic, part in list(self._positions):
             try:
                 _, high = self._consumer.get_watermark_offsets(
                     TopicPartition(topic, part), cached=True
@@ -587,8 +588,17 @@ class PartitionRunner:
             except Exception:  # no fetch response seen yet
                 continue
             if high >= 0:
+                self._high[(topic, part)] = high
+
+    def _current_lag(self) -> dict[str, int]:
+        """Messages behind each input's end: the last known end less the position now (so
+        the lag and the offsets of one status agree, between refreshes of the ends too)."""
+        lag: dict[str, int] = {}
+        for (topic, part), position in list(self._positions.items()):
+            high = self._high.get((topic, part))
+            if high is not None:
                 lag[topic] = max(0, high - position)
-        self._lag = lag
+        return lag
 
     # -- whole life ---------------------------------------------------------------------------
 
