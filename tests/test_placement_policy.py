@@ -27,6 +27,7 @@ from goka_ray.control.fencing import MemoryEpochStore
 from goka_ray.control.policy import RESIZE_SETTLE, CoordinatorPolicy
 from goka_ray.control.status import GroupState, PartitionStatus
 from goka_ray.core.config import AutoscalingConfig, GroupConfig
+from goka_ray.core.stats import PartitionStats
 
 NODES = frozenset({"node-a", "node-b", "node-c"})
 
@@ -281,8 +282,7 @@ def lagging(policy: CoordinatorPolicy, lag: int, position: int) -> Observation:
                     state=state,
                     node_id=actor.node_id,
                     epoch=policy.epochs.current(p),
-                    offsets={"in": position},
-                    lag={"in": lag},
+                    stats=PartitionStats(offsets={"in": position}, lag={"in": lag}),
                 )
             )
         reports[actor.name] = ActorReport(Reach.ANSWERED, tuple(statuses))
