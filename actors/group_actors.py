@@ -417,10 +417,6 @@ class GroupActors:
         }
         return Nodes(frozenset(ok), frozenset(hosts))
 
-    def node_of(self, name: str) -> str | None:
-        """The node ``name`` last reported (or Ray placed it on), if known."""
-        return self._node.get(name)
-
 
 def _raylet_answers(host: str, port: int) -> bool:
     """Whether a raylet accepts a TCP connection within RAYLET_PROBE_TIMEOUT seconds."""
