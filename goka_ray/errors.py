@@ -7,6 +7,20 @@ from collections.abc import Iterable
 from typing import Any
 
 
+def readable(text: object) -> str:
+    """``str(text)`` that every UTF-8 stream can write: lone surrogates (a key that is not
+    UTF-8, decoded with surrogateescape, quoted in a callback's error) become ``\\udcXX``.
+
+    For error messages, log lines and headers that may quote a key or a user's text.
+    """
+    shown = str(text)
+    try:
+        shown.encode("utf-8")
+    except UnicodeEncodeError:
+        return shown.encode("utf-8", "backslashreplace").decode("utf-8")
+    return shown
+
+
 class GokaRayError(Exception):
     """Base class of every error goka-ray raises on purpose."""
 
@@ -102,7 +116,7 @@ class ProcessingError(GokaRayError):
         self.error = error
         super().__init__(
             f"group {group!r} failed on {topic}[{partition}]@{offset} key={key!r}: "
-            f"{type(error).__name__}: {error}"
+            f"{type(error).__name__}: {readable(error)}"
         )
         self.__cause__ = error
 

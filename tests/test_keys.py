@@ -238,3 +238,24 @@ def test_an_error_quoting_a_goka_key_is_dead_lettered_with_a_readable_header() -
     [dead] = result.emits
     assert dead.key == MAC
     assert dict(dead.headers or [])["goka-ray.error"] == b"ValueError: cannot count \x00\\udc85mac"
+
+
+@pytest.mark.parametrize("policy", ["skip", "dead_letter", "fail"])
+def test_an_error_quoting_a_goka_key_is_written_readable_in_logs_and_errors(
+    policy: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Whatever the policy, the log line and the error text quote the key's undecodable byte
+    as \\udc85, so a UTF-8 log file, a terminal or a test runner can write them."""
+
+    def fussy(ctx: Context, m: str) -> None:
+        raise ValueError(f"cannot count {ctx.key}")
+
+    graph = define_group("f", Input("in", S, fussy, on_error=policy), Persist(INT))
+    result = PartitionCore(graph, 0).process([InputMessage("in", 0, 0, MAC, b"x")])
+    texts = [r.getMessage() for r in caplog.records]
+    if result.failure is not None:
+        texts.append(str(result.failure))
+    assert texts, "the failure is neither logged nor raised"
+    for text in texts:
+        text.encode("utf-8")  # raises on a lone surrogate
+        assert "cannot count \x00\\udc85mac" in text

@@ -45,6 +45,7 @@ from goka_ray.errors import (
     ProcessingError,
     RecordRejected,
     StorageError,
+    readable,
 )
 
 __all__ = ["VISIT_TOPIC", "BatchResult", "PartitionCore", "TableReader"]
@@ -578,14 +579,15 @@ class PartitionCore:
             result.failure = self._failure(msg, key, exc)
             return False
         if policy == "skip":
-            logger.warning("group %s: skipping %s %s: %s", self.group, what, where, exc)
+            logger.warning("group %s: skipping %s %s: %s", self.group, what, where, readable(exc))
             result.stats.skipped += 1
             return True
-        error = f"{type(exc).__name__}: {exc}" if stage in ("callback", "produce") else str(exc)
+        error = readable(exc)
+        if stage in ("callback", "produce"):
+            error = f"{type(exc).__name__}: {error}"
         headers = list(msg.headers or ())
         headers += [
-            # a message may quote a key that is not UTF-8 (lone surrogates): keep it readable
-            ("goka-ray.error", error.encode("utf-8", "backslashreplace")),
+            ("goka-ray.error", error.encode()),
             ("goka-ray.stage", stage.encode()),
             ("goka-ray.topic", msg.topic.encode()),
             ("goka-ray.partition", str(msg.partition).encode()),
@@ -600,7 +602,7 @@ class PartitionCore:
         partition = msg.partition if msg.key is None else None
         result.emits.append(OutgoingMessage(dlq, msg.key, msg.value, headers, partition))
         result.stats.dead_lettered += 1
-        logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, exc)
+        logger.warning("group %s: dead-lettered %s %s: %s", self.group, what, where, error)
         return True
 
     def _failure(self, msg: InputMessage, key: str | None, exc: Exception) -> ProcessingError:
