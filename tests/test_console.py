@@ -60,6 +60,12 @@ def test_a_wide_terminal_shows_every_column_and_the_error() -> None:
     assert f"error: {error}" in " ".join(text.split())
 
 
+def test_an_error_is_shown_as_written_even_when_it_looks_like_markup() -> None:
+    error = "ValueError: cannot parse [bold]x[/bold] in clicks[2]@17"
+    text = render(status_table(group("failed", error), 120), 120)
+    assert f"error: {error}" in " ".join(text.split())
+
+
 def test_standby_nodes_placement_warnings_and_scaling_decisions_are_shown() -> None:
     from dataclasses import replace
 

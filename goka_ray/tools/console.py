@@ -99,7 +99,7 @@ def _build(status: GroupStatus, columns: list[str], hidden: list[str]) -> Table:
         table.add_row(*(cells[name] for name in columns))
     notes = []
     if status.error:
-        notes.append(f"[red]error: {status.error}[/]")
+        notes.append(f"[red]error: {escape(status.error)}[/]")
     notes += [f"[yellow]warning: {escape(w)}[/]" for w in status.warnings]
     if status.autoscaling:
         notes.append(f"autoscaling: {escape(status.autoscaling)}")

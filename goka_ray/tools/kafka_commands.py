@@ -12,6 +12,7 @@ import sys
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from goka_ray.core.config import Config
@@ -181,7 +182,7 @@ def _cmd_check(args: argparse.Namespace, out: Console) -> int:
     out.print(table)
     if problems:
         for problem in problems:
-            out.print(f"[red]problem:[/] {problem}")
+            out.print(f"[red]problem:[/] {escape(problem)}")
         return 2
     out.print(
         f"[green]ok:[/] the co-partitioned topics of {graph.group} have {count} partitions"
