@@ -5,6 +5,8 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 QUIX_VENV ?= .venv-quix
 BENCH ?=
+# test processes: most of the suite waits on brokers, Ray and subprocesses, not on a core
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint bench clean
 
@@ -24,7 +26,7 @@ lint: $(STAMP)
 	$(VENV)/bin/lint-imports
 
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # what the benchmarks need beyond goka-ray; Quix Streams (a baseline) in a venv of its own,
 # since it pins another confluent-kafka: never a runtime or test dependency of goka-ray

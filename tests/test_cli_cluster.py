@@ -517,7 +517,8 @@ def test_monitor_in_a_browser_shows_a_failed_group_charts_and_an_empty_namespace
     # the CLI: status shows the failure with its coordinates and exits with 1
     status = cli("status", bad, ok=False)
     assert status.returncode == 1
-    assert f"failed on {bad_topic}[" in status.stdout and "key='poison'" in status.stdout
+    shown = " ".join(status.stdout.split())  # the error wraps at the table's width
+    assert f"failed on {bad_topic}[" in shown and "key='poison'" in shown, status.stdout
     # the coordinator refuses to scale a failed group: its error reaches the user as one line
     line = _one_line_error(cli("scale", bad, "--actors", "2", ok=False), "scale")
     assert f"GokaRayError: group {bad} is failed; cannot scale it" in line
