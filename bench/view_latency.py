@@ -11,7 +11,9 @@ the same run on the same keys and values: the cheapest read of that design.
   floors   dict in this process     a Python dict lookup + decode
            LevelDB in this process  a plyvel get + decode (Goka's view: a local LevelDB read)
            dict in a Ray actor      one actor call that looks keys up in a dict + decode
-  modes    actor-served View        View(...) today: one call per view actor holding the keys
+  modes    actor-served View        View(...): one call per view actor holding the keys
+           in-process View (memory) LocalView(...): a copy of the table in this process, one dict
+           in-process View (LevelDB) LocalView(..., storage="leveldb"): LevelDB per partition
 
 A new view mode is one entry in ``MODES``: a name, how to open it, its floor and its target
 (the in-process view of issue 14: floor "LevelDB in this process", get p50 <= 50 us).
@@ -25,13 +27,13 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 import plyvel
 import ray
 
 from bench.harness import Percentiles, local_ray
-from goka_ray import View, codecs, table
+from goka_ray import LocalView, View, codecs, table
 from goka_ray.kafka.clients import make_producer
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.tools.local import LocalKafka
@@ -123,6 +125,15 @@ def actor_served_view(t: Table) -> Reader:
     return view
 
 
+def in_process_view(storage: Literal["memory", "leveldb"]) -> Callable[[Table], Reader]:
+    def open_view(t: Table) -> Reader:
+        view = LocalView(t.brokers, t.topic, CODEC, storage=storage, storage_dir=t.workdir)
+        view.start().wait_for("running", 180)
+        return view
+
+    return open_view
+
+
 @dataclass(frozen=True)
 class Mode:
     name: str
@@ -134,6 +145,8 @@ class Mode:
 
 MODES = [
     Mode("actor-served View", actor_served_view, "dict in a Ray actor"),
+    Mode("in-process View (memory)", in_process_view("memory"), "dict in this process", 50e-6),
+    Mode("in-process View (LevelDB)", in_process_view("leveldb"), "LevelDB in this process", 50e-6),
 ]
 
 # -- measuring ------------------------------------------------------------------------------------
@@ -217,11 +230,11 @@ def main() -> None:
         f"{args.batch:,} keys per reader, from one thread of the driver\n"
     )
     print(
-        f"{'reader':<26} {'get p50':>10} {'get p99':>10} {'get_many p50':>13} {'get_many p99':>13}"
+        f"{'reader':<28} {'get p50':>10} {'get p99':>10} {'get_many p50':>13} {'get_many p99':>13}"
     )
     for name, f in results.items():
         print(
-            f"{name:<26} {us(f.get.p50):>10} {us(f.get.p99):>10} "
+            f"{name:<28} {us(f.get.p50):>10} {us(f.get.p99):>10} "
             f"{us(f.many.p50):>13} {us(f.many.p99):>13}"
         )
     print()

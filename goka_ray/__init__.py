@@ -29,6 +29,7 @@ from goka_ray.core.partitioner import GOKA, MURMUR2, GokaPartitioner, Partitione
 from goka_ray.core.storage import LevelDBStorage, MemoryStorage, Storage
 from goka_ray.core.tables import ChangelogRecord, UpdateContext, UpdateStorage, default_update
 from goka_ray.core.tester import EmittedMessage, Tester
+from goka_ray.core.views import TableView
 from goka_ray.errors import (
     BrokerError,
     CallbackFailed,
@@ -46,6 +47,7 @@ from goka_ray.errors import (
     TopicError,
 )
 from goka_ray.kafka.emitter import Delivery, Emitter
+from goka_ray.kafka.local_view import LocalView
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.ray.processor import Processor
 from goka_ray.ray.view import View, ViewObserver
@@ -85,6 +87,7 @@ __all__ = [
     "LevelDBStorage",
     "LocalCopyDamaged",
     "LocalKafka",
+    "LocalView",
     "Lookup",
     "Loop",
     "MemoryStorage",
@@ -99,6 +102,7 @@ __all__ = [
     "Storage",
     "StorageError",
     "StorageLocked",
+    "TableView",
     "Tester",
     "TopicError",
     "TopicManager",

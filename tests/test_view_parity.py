@@ -7,6 +7,7 @@ import itertools
 import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import cloudpickle
@@ -16,12 +17,15 @@ import ray
 from kafka_helpers import produce
 
 from goka_ray import codecs
-from goka_ray.actors.view import KeyIndex
+from goka_ray.core.key_index import KeyIndex
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.storage import MemoryStorage, WriteBatch
+from goka_ray.core.tables import UpdateCallback
+from goka_ray.core.views import TableView
 from goka_ray.errors import GokaRayError
 from goka_ray.kafka.changelog import offset_reset_reason
 from goka_ray.kafka.clients import make_producer
+from goka_ray.kafka.local_view import LocalView
 from goka_ray.kafka.topics import TopicManager
 from goka_ray.ray.view import View
 from goka_ray.tools.local import LocalKafka
@@ -47,13 +51,30 @@ def ray_local() -> Iterator[None]:
     ray.shutdown()
 
 
-@pytest.fixture
-def views() -> Iterator[Callable[..., View]]:
-    made: list[View] = []
+#: the view kinds every view test runs against: actor-served, in-process (memory, LevelDB)
+MODES = ["actors", "memory", "leveldb"]
 
-    def make(brokers: str, table: str, replicas: int = 1) -> View:
-        config = {"namespace": NAMESPACE, "views": {table: {"replicas": replicas}}}
-        view = View(brokers, table, INT, config)
+
+@pytest.fixture(params=MODES)
+def views(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Callable[..., TableView]]:
+    """Makes views of one kind (stopped after the test); ``start()`` is left to the test."""
+    mode = request.param
+    if mode == "actors":
+        request.getfixturevalue("ray_local")
+    made: list[View | LocalView] = []
+
+    def make(
+        brokers: str, table: str, replicas: int = 1, update: UpdateCallback | None = None
+    ) -> View | LocalView:
+        view: View | LocalView
+        if mode == "actors":
+            config = {"namespace": NAMESPACE, "views": {table: {"replicas": replicas}}}
+            view = View(brokers, table, INT, config, update=update)
+        else:
+            storage = "memory" if mode == "memory" else "leveldb"
+            view = LocalView(
+                brokers, table, INT, storage=storage, storage_dir=tmp_path, update=update
+            )
         made.append(view)
         return view
 
@@ -122,7 +143,7 @@ def test_offset_reset_reason_detects_recreated_and_truncated_changelogs() -> Non
 
 
 def test_iterator_pages_in_key_order_with_ranges(
-    kafka: LocalKafka, unique: str, ray_local: None, views: Callable[..., View]
+    kafka: LocalKafka, unique: str, views: Callable[..., View | LocalView]
 ) -> None:
     brokers = kafka.bootstrap_servers
     table = f"{unique}-table"
@@ -142,7 +163,8 @@ def test_iterator_pages_in_key_order_with_ranges(
     ordered = sorted(truth.items(), key=lambda kv: kv[0].encode())
 
     view = views(brokers, table, replicas=2).start()
-    assert len(view._actors) == 2  # pages of two actors are merged
+    if isinstance(view, View):
+        assert len(view._actors) == 2  # pages of two actors are merged
     assert view.wait_for("running", 60) == "running"
     wait_until(lambda: len(view) == len(truth), 30, "every key in the view")
 
@@ -159,6 +181,10 @@ def test_iterator_pages_in_key_order_with_ranges(
     assert list(view.iterator("m", "m")) == []
     assert dict(view.iterator("key-0001", "key-0002")) == {"key-0001": -1}
 
+    with pytest.raises(GokaRayError, match="page size"):
+        next(view.iterator(page_size=0))
+    if not isinstance(view, View):
+        return
     # one actor call returns one bounded page, in key order, and says whether more follow
     pairs, more = ray.get(view._actors[0].page.remote(None, None, 10))
     assert len(pairs) == 10 and more
@@ -168,12 +194,9 @@ def test_iterator_pages_in_key_order_with_ranges(
     rest, more = ray.get(view._actors[0].page.remote(b"z", None, 1000))
     assert not more
 
-    with pytest.raises(GokaRayError, match="page size"):
-        next(view.iterator(page_size=0))
-
 
 def test_keys_that_are_not_utf8_are_read_by_bytes_or_text_and_iterate_losslessly(
-    kafka: LocalKafka, unique: str, ray_local: None, views: Callable[..., View]
+    kafka: LocalKafka, unique: str, views: Callable[..., View | LocalView]
 ) -> None:
     brokers = kafka.bootstrap_servers
     table = f"{unique}-table"
@@ -201,7 +224,7 @@ def test_keys_that_are_not_utf8_are_read_by_bytes_or_text_and_iterate_losslessly
 
 
 def test_state_wait_for_and_observer(
-    kafka: LocalKafka, unique: str, ray_local: None, views: Callable[..., View]
+    kafka: LocalKafka, unique: str, views: Callable[..., View | LocalView]
 ) -> None:
     brokers = kafka.bootstrap_servers
     table = f"{unique}-table"
@@ -237,7 +260,7 @@ def test_state_wait_for_and_observer(
 
 
 def test_view_reconnects_after_broker_restart_and_reloads_the_recreated_changelog(
-    ray_local: None, views: Callable[..., View]
+    views: Callable[..., View | LocalView],
 ) -> None:
     table = "outage-table"
     old = {f"old-{i}": i for i in range(40)}
@@ -295,7 +318,7 @@ def keep_and_double(ctx, storage, key, value):  # type: ignore[no-untyped-def]
 
 
 def test_view_update_callback_filters_and_transforms_what_it_holds(
-    kafka: LocalKafka, unique: str, ray_local: None
+    kafka: LocalKafka, unique: str, views: Callable[..., View | LocalView]
 ) -> None:
     from ray import cloudpickle as ray_cloudpickle
 
@@ -306,13 +329,11 @@ def test_view_update_callback_filters_and_transforms_what_it_holds(
     produce(brokers, table, [("keep-a", INT.encode(1)), ("drop-b", INT.encode(2))])
     produce(brokers, table, [("keep-c", INT.encode(5)), ("keep-a", INT.encode(3))])
     produce(brokers, table, [("keep-c", None)])
-    config = {"namespace": NAMESPACE}
-    view = View(brokers, table, INT, config, update=keep_and_double).start()
-    try:
-        view.wait_for("running", 60)
-        wait_until(lambda: dict(view.items()) == {"keep-a": 6}, 30, "the filtered view")
-        assert view.get("drop-b") is None
-    finally:
-        view.stop()
+    view = views(brokers, table, update=keep_and_double).start()
+    view.wait_for("running", 60)
+    wait_until(lambda: dict(view.items()) == {"keep-a": 6}, 30, "the filtered view")
+    assert view.get("drop-b") is None
+    assert view.get_many(["keep-a", "keep-c"]) == {"keep-a": 6, "keep-c": None}
+    kind = type(view)
     with pytest.raises(GokaRayError, match="update"):
-        View(brokers, table, INT, config, update=lambda ctx, key: None)  # type: ignore[arg-type]
+        kind(brokers, table, INT, update=lambda ctx, key: None)  # type: ignore[arg-type]

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field, fields
-from typing import Any, ClassVar
+from typing import Any
 
 from goka_ray.core.stats import PartitionStats, StatsFields
+from goka_ray.core.views import ViewStatus  # defined in the core: every kind of view reports it
 
 __all__ = [
     "Assignment",
@@ -130,34 +131,6 @@ class GroupStatus:
             "partitions": [p.as_dict() for p in self.partitions],
             "error": self.error,
         }
-
-
-@dataclass(frozen=True)
-class ViewStatus:
-    """A view actor: which table partitions it serves and how current they are."""
-
-    #: the states of a view, least advanced first (a view handle reports its least advanced
-    #: actor): ``idle`` not started; ``connecting`` no broker contact yet, or contact lost
-    #: (reads are served from the last copy); ``recovering`` reading the changelog to its end;
-    #: ``running`` caught up and following the changelog
-    STATES: ClassVar[tuple[str, ...]] = ("idle", "connecting", "recovering", "running")
-
-    table: str
-    actor_name: str
-    partitions: list[int]
-    #: connecting | recovering | running
-    state: str
-    keys: int
-    lag: dict[int, int] = field(default_factory=dict)
-    node_id: str | None = None
-    #: next changelog offset to apply, per partition (absent: nothing read yet)
-    offsets: dict[int, int] = field(default_factory=dict)
-    #: times the reader lost (or could not reach) the broker, or failed, and started over
-    reconnects: int = 0
-    #: partitions reloaded from the beginning because their changelog was recreated
-    reloads: int = 0
-    #: why the actor is connecting (None while connected)
-    error: str | None = None
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import heapq
 import logging
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import itemgetter
@@ -30,13 +29,13 @@ from typing import Any, TypeVar
 
 from goka_ray.control.assignment import plan_actors
 from goka_ray.control.names import view_actor_name
-from goka_ray.control.status import ViewStatus
 from goka_ray.core.codecs import Codec, as_codec
 from goka_ray.core.config import Config
 from goka_ray.core.graph import check_update_callback
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.tables import UpdateCallback
+from goka_ray.core.views import STATES, ViewObserver, ViewStatus, state_rank
 from goka_ray.errors import GokaRayError, TopicError
 from goka_ray.ray import remote
 
@@ -44,8 +43,7 @@ __all__ = ["View", "ViewObserver"]
 
 logger = logging.getLogger(__name__)
 
-STATES = ViewStatus.STATES
-_RANK = {state: i for i, state in enumerate(STATES)}
+_RANK = {state: state_rank(state) for state in STATES}
 PAGE_SIZE = 1000  # pairs per page that View.iterator fetches from a view actor
 PAGE_BYTES = 4 << 20  # and a page stops growing at about this many bytes
 K = TypeVar("K", bound=str | bytes)  # a key as the caller gives it
@@ -319,62 +317,6 @@ def _pages(actor: Any, ref: Any, end: bytes | None, limit: int) -> Iterator[tupl
         yield from pairs
         if not more:
             return
-
-
-class ViewObserver:
-    """Calls ``callback(old_state, new_state)`` on every change of a view's state.
-
-    Made by ``View.observe``; polls from a daemon thread until ``stop()``. A callback that
-    raises is logged and keeps being called on later changes.
-    """
-
-    def __init__(self, view: View, callback: Callable[[str, str], Any], interval: float) -> None:
-        self.view = view
-        self.callback = callback
-        self.interval = interval
-        self.state = view.state
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._run, daemon=True, name=f"goka-ray-observe-{view.table}"
-        )
-        self._thread.start()
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            try:
-                current = self.view.state
-            except Exception:
-                logger.warning(
-                    "observer of %s: cannot read its state", self.view.table, exc_info=True
-                )
-                continue
-            old = self.state
-            if current == old or self._stop.is_set():
-                continue
-            self.state = current
-            try:
-                self.callback(old, current)
-            except Exception:
-                logger.exception(
-                    "observer of %s: callback(%r, %r) raised", self.view.table, old, current
-                )
-
-    @property
-    def running(self) -> bool:
-        """Whether the observer still polls."""
-        return self._thread.is_alive()
-
-    def stop(self, timeout: float | None = 10.0) -> None:
-        """Stop polling; waits up to ``timeout`` for the thread (not when called from it)."""
-        self._stop.set()
-        if threading.current_thread() is not self._thread:
-            self._thread.join(timeout)
-
-    def __enter__(self) -> ViewObserver:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 def _rebuild_view(
