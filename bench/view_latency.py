@@ -87,6 +87,9 @@ class LevelDBReader:
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         return {k: self.get(k) for k in keys}
 
+    def close(self) -> None:
+        self._db.close()
+
 
 class DictActor:
     def __init__(self, data: dict[bytes, bytes]) -> None:
@@ -100,6 +103,9 @@ class ActorReader:
     def __init__(self, t: Table) -> None:
         data = {k.encode(): CODEC.encode(v) for k, v in t.values.items()}
         self._actor = ray.remote(DictActor).options(num_cpus=0.1).remote(data)
+
+    def stop(self) -> None:
+        ray.kill(self._actor)
 
     def get(self, key: str) -> Any:
         return self.get_many([key])[key]
@@ -198,6 +204,15 @@ def fill_table(brokers: str, topic: str, values: dict[str, int]) -> None:
         raise SystemExit("the broker did not acknowledge every table record")
 
 
+def close(reader: Reader) -> None:
+    """Stop a view (its follower thread or actors) or close a floor's database."""
+    for method in ("stop", "close"):
+        stop = getattr(reader, method, None)
+        if stop is not None:
+            stop()
+            return
+
+
 def us(seconds: float) -> str:
     return f"{seconds * 1e6:,.0f} us" if seconds < 1e-3 else f"{seconds * 1e3:,.2f} ms"
 
@@ -219,12 +234,15 @@ def main() -> None:
     ):
         t = Table(kafka.bootstrap_servers, table("bench-view"), values, workdir)
         fill_table(t.brokers, t.topic, values)
-        for name, floor in FLOORS.items():
+        # one reader at a time: each is stopped (its threads, actors) before the next opens
+        openers = [*FLOORS.items(), *((m.name, m.open) for m in MODES)]
+        for name, open_reader in openers:
             print(f"{name} ...", flush=True)
-            results[name] = measure(floor(t), t, args.gets, args.many, args.batch)
-        for mode in MODES:
-            print(f"{mode.name} ...", flush=True)
-            results[mode.name] = measure(mode.open(t), t, args.gets, args.many, args.batch)
+            reader = open_reader(t)
+            try:
+                results[name] = measure(reader, t, args.gets, args.many, args.batch)
+            finally:
+                close(reader)
     print(
         f"\n{args.keys:,} keys; {args.gets:,} get calls and {args.many:,} get_many calls of "
         f"{args.batch:,} keys per reader, from one thread of the driver\n"

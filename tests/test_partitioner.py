@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 from kafka_helpers import produce, read_topic
 
-from goka_ray.core.partitioner import MURMUR2, murmur2
+from goka_ray.core.partitioner import GOKA, MURMUR2, murmur2, murmur2_many, partitions_of
 from goka_ray.kafka.topics import TopicManager
 
 # Apache Kafka's UtilsTest.testMurmur2 vectors (signed Java ints)
@@ -22,6 +24,17 @@ JAVA_MURMUR2 = {
 @pytest.mark.parametrize(("data", "expected"), JAVA_MURMUR2.items())
 def test_murmur2_equals_the_java_client(data: bytes, expected: int) -> None:
     assert murmur2(data) == expected % 2**32
+
+
+def test_murmur2_of_many_keys_at_once_equals_one_by_one() -> None:
+    rng = random.Random(7)
+    keys = [bytes(rng.randrange(256) for _ in range(rng.randrange(0, 41))) for _ in range(500)]
+    keys += [*JAVA_MURMUR2, b"", b"\xff" * 4, b"\xff" * 7]  # every tail length, all ones
+    assert murmur2_many(keys) == [murmur2(k) for k in keys]
+    assert murmur2_many(list(JAVA_MURMUR2)) == [h % 2**32 for h in JAVA_MURMUR2.values()]
+    assert murmur2_many([]) == []
+    assert partitions_of(MURMUR2, keys, 7) == [MURMUR2.partition(k, 7) for k in keys]
+    assert partitions_of(GOKA, keys, 7) == [GOKA.partition(k, 7) for k in keys]
 
 
 def test_partition_clears_the_sign_bit_like_java() -> None:

@@ -11,6 +11,8 @@ that computes it, so goka-ray producers choose the partition themselves with it.
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from goka_ray.errors import ConfigError
@@ -23,7 +25,9 @@ __all__ = [
     "Partitioner",
     "fnv1a32",
     "murmur2",
+    "murmur2_many",
     "partitioner_named",
+    "partitions_of",
 ]
 
 _M = 0x5BD1E995
@@ -34,13 +38,16 @@ def murmur2(data: bytes) -> int:
     """Kafka's murmur2 (seed 0x9747b28c) as an unsigned 32-bit int."""
     length = len(data)
     h = (0x9747B28C ^ length) & _MASK
-    end = length - (length & 3)
-    for i in range(0, end, 4):
-        k = int.from_bytes(data[i : i + 4], "little")
-        k = (k * _M) & _MASK
-        k ^= k >> 24
-        k = (k * _M) & _MASK
-        h = ((h * _M) & _MASK) ^ k
+    blocks = length >> 2
+    if blocks:
+        unpack = _WORDS.get(blocks)
+        if unpack is None:
+            unpack = _WORDS[blocks] = struct.Struct(f"<{blocks}I").unpack_from
+        for k in unpack(data):
+            k = (k * _M) & _MASK
+            k ^= k >> 24
+            h = ((h * _M) & _MASK) ^ ((k * _M) & _MASK)
+    end = blocks << 2
     rest = length & 3
     if rest == 3:
         h ^= data[end + 2] << 16
@@ -53,6 +60,44 @@ def murmur2(data: bytes) -> int:
     h = (h * _M) & _MASK
     h ^= h >> 15
     return h
+
+
+_WORDS: dict[int, Callable[[bytes], tuple[int, ...]]] = {}  # little-endian words by count
+#: below this many keys, hashing them one by one is as fast as with numpy
+VECTOR_MIN = 32
+
+
+def murmur2_many(keys: Sequence[bytes]) -> list[int]:
+    """:func:`murmur2` of each key, computed with numpy for all keys at once (about 10x faster
+    than one by one for a thousand keys: a view's ``get_many`` hashes every key)."""
+    n = len(keys)
+    if n < VECTOR_MIN:
+        return [murmur2(k) for k in keys]
+    import numpy as np
+
+    lengths = np.fromiter(map(len, keys), dtype=np.int64, count=n)
+    width = (int(lengths.max()) >> 2) * 4 + 4  # room for every key's tail, zero padded
+    buf = np.frombuffer(b"".join([k.ljust(width, b"\0") for k in keys]), dtype=np.uint8)
+    buf = buf.reshape(n, width)
+    words = buf.view("<u4").astype(np.uint64)  # (n, width / 4)
+    blocks = lengths >> 2
+    h = (np.uint64(0x9747B28C) ^ lengths.astype(np.uint64)) & _MASK
+    for j in range(int(blocks.max())):
+        k = (words[:, j] * _M) & _MASK
+        k ^= k >> 24
+        k = (k * _M) & _MASK
+        h = np.where(blocks > j, ((h * _M) & _MASK) ^ k, h)
+    # the tail: up to 3 bytes after the last whole word (padding bytes are 0: XOR no-ops)
+    rows = np.arange(n)
+    end = blocks * 4
+    h ^= buf[rows, end + 2].astype(np.uint64) << 16
+    h ^= buf[rows, end + 1].astype(np.uint64) << 8
+    h = np.where((lengths & 3) > 0, ((h ^ buf[rows, end].astype(np.uint64)) * _M) & _MASK, h)
+    h ^= h >> 13
+    h = (h * _M) & _MASK
+    h ^= h >> 15
+    out: list[int] = h.tolist()
+    return out
 
 
 class Partitioner(Protocol):
@@ -71,6 +116,10 @@ class Murmur2Partitioner:
 
     def partition(self, key: bytes, partitions: int) -> int:
         return (murmur2(key) & 0x7FFFFFFF) % partitions
+
+    def partition_many(self, keys: Sequence[bytes], partitions: int) -> list[int]:
+        """The partition of each key (hashed all at once, see :func:`murmur2_many`)."""
+        return [(h & 0x7FFFFFFF) % partitions for h in murmur2_many(keys)]
 
 
 MURMUR2 = Murmur2Partitioner()
@@ -112,6 +161,17 @@ class GokaPartitioner:
 
 
 GOKA = GokaPartitioner()
+
+
+def partitions_of(partitioner: Partitioner, keys: Sequence[bytes], partitions: int) -> list[int]:
+    """The partition of each of ``keys``: with the partitioner's ``partition_many`` if it has
+    one (murmur2 hashes many keys at once), else key by key."""
+    many = getattr(partitioner, "partition_many", None)
+    if many is not None:
+        result: list[int] = many(keys, partitions)
+        return result
+    return [partitioner.partition(k, partitions) for k in keys]
+
 
 _NAMED: dict[str, Partitioner] = {"murmur2": MURMUR2, "goka": GOKA}
 

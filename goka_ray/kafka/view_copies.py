@@ -6,12 +6,13 @@ reading process. Its follower thread writes one storage per partition (what
 through the copies here:
 
 - :class:`MemoryCopies`: every partition's pairs also live in one dict of the whole table, so
-  a read is one dict lookup, with no partitioner hash (a pure-Python murmur2 costs a few
-  microseconds per key). Each partition's :class:`PartitionSlice` keeps its own pairs and
+  a read is one dict lookup, with no partitioner hash (murmur2 in Python costs about
+  3 microseconds per key). Each partition's :class:`PartitionSlice` keeps its own pairs and
   offset (the follower's bookkeeping: offsets, counts, reloads) and mirrors its writes into
   the table dict.
 - :class:`LevelDBCopies`: one LevelDB store per partition in a directory of this view's own
-  (for tables larger than memory); a read hashes the key to its partition, as Goka's view.
+  (for tables larger than memory); a read hashes the key to its partition, as Goka's view
+  (``get_many`` hashes all its keys at once, :func:`~goka_ray.core.partitioner.murmur2_many`).
 
 Invariants:
 
@@ -38,7 +39,7 @@ from operator import itemgetter
 from pathlib import Path
 
 from goka_ray.core.key_index import KeyIndex
-from goka_ray.core.partitioner import Partitioner
+from goka_ray.core.partitioner import Partitioner, partitions_of
 from goka_ray.core.storage import LevelDBStorage, Storage, WriteBatch
 from goka_ray.core.tables import TablePartition
 
@@ -262,8 +263,8 @@ class LevelDBCopies(ViewCopies):
             return self.tables[p].storage.get(key)
 
     def get_many(self, keys: list[bytes]) -> list[bytes | None]:
-        partition, n, tables = self.partitioner.partition, self.partitions, self.tables
-        where = [partition(k, n) for k in keys]
+        tables = self.tables
+        where = partitions_of(self.partitioner, keys, self.partitions)
         with self.lock:
             return [tables[p].storage.get(k) for p, k in zip(where, keys, strict=True)]
 

@@ -33,7 +33,7 @@ from goka_ray.core.codecs import Codec, as_codec
 from goka_ray.core.config import Config
 from goka_ray.core.graph import check_update_callback
 from goka_ray.core.keys import decode_key, encode_key
-from goka_ray.core.partitioner import MURMUR2, Partitioner
+from goka_ray.core.partitioner import MURMUR2, Partitioner, partitions_of
 from goka_ray.core.tables import UpdateCallback
 from goka_ray.core.views import STATES, ViewObserver, ViewStatus, state_rank
 from goka_ray.errors import GokaRayError, TopicError
@@ -211,11 +211,12 @@ class View:
         keys = list(keys)
         by_actor: dict[int, list[tuple[int, bytes]]] = {}
         order: dict[int, list[K]] = {}
-        n = len(self._owner)
-        for key in keys:
-            kb = _key(key, "View.get")
-            p = self.partitioner.partition(kb, n)
-            i = self._owner[p]
+        encoded = [_key(key, "View.get") for key in keys]
+        owner = self._owner
+        for key, kb, p in zip(
+            keys, encoded, partitions_of(self.partitioner, encoded, len(owner)), strict=True
+        ):
+            i = owner[p]
             by_actor.setdefault(i, []).append((p, kb))
             order.setdefault(i, []).append(key)
         refs = {i: actors[i].get.remote(pk) for i, pk in by_actor.items()}
