@@ -5,15 +5,20 @@ are tested for both kinds in test_view_parity.py."""
 
 from __future__ import annotations
 
+import pickle
 import subprocess
 import sys
 import textwrap
 import threading
 from pathlib import Path
 
+import pytest
+
+from goka_ray import LocalView, codecs
 from goka_ray.core.codecs import Bytes
 from goka_ray.core.storage import WriteBatch
 from goka_ray.core.tables import TablePartition
+from goka_ray.errors import GokaRayError
 from goka_ray.kafka.view_copies import MemoryCopies, PartitionSlice
 from goka_ray.tools.local import LocalKafka
 
@@ -111,3 +116,16 @@ def test_a_plain_python_process_without_ray_serves_a_table(
         assert done.returncode == 0, done.stderr[-3000:]
         assert "served without Ray" in done.stdout
     assert list((tmp_path / "db").iterdir()) == []  # LevelDB copies are deleted on stop
+
+
+def test_a_local_view_says_what_to_do_before_start_and_when_sent_elsewhere() -> None:
+    view = LocalView("127.0.0.1:1", "clicks-table", codecs.Int())  # nothing contacted yet
+    assert view.state == "idle" and view.wait_for("idle", 0) == "idle"
+    with pytest.raises(GokaRayError, match="not started; call start"):
+        view.get("alice")
+    with pytest.raises(GokaRayError, match="not started; call start"):
+        view.wait_for("running", 1)
+    with pytest.raises(GokaRayError, match="open a LocalView there"):
+        pickle.dumps(view)
+    with pytest.raises(GokaRayError, match="use 'memory' or 'leveldb'"):
+        LocalView("127.0.0.1:1", "clicks-table", codecs.Int(), storage="rocksdb")  # type: ignore[arg-type]

@@ -164,6 +164,12 @@ class LocalView:
             return
         self._stop.set()
         thread.join(timeout)
+        if thread.is_alive():
+            logger.warning(
+                "local view of %s: the changelog reader did not stop within %.0fs",
+                self.table,
+                timeout,
+            )
         copies, self._copies, self._follower = self._copies, None, None
         if copies is not None:
             with self._lock:
@@ -316,6 +322,12 @@ class LocalView:
                 error=follower.error,
             )
         ]
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        raise GokaRayError(
+            f"LocalView({self.table!r}) keeps its copy in this process and cannot be sent to "
+            f"another one; open a LocalView there, or use View (actor-served) to share a copy"
+        )
 
     def __repr__(self) -> str:
         return f"LocalView({self.table!r}, storage={self.storage!r}, state={self.state!r})"

@@ -220,8 +220,14 @@ class PartitionSlice:
             self.served = False
             if fresh is None:
                 return  # the view is closing: the table dict goes with it
-            self._withdraw()
-            self._copies.values.update(fresh._data)
+            # new values first, then the keys the reload no longer has: a reader without
+            # the lock sees a key's old or new value, never a gap
+            values = self._copies.values
+            values.update(fresh._data)
+            for key in self._data:
+                if key not in fresh._data:
+                    values.pop(key, None)
+            self._copies.index.invalidate()
             fresh.served = True
 
 
