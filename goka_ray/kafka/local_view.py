@@ -10,6 +10,13 @@ every notebook, task and driver that attaches, and each read is a Ray call (abou
 millisecond); a LocalView keeps a whole copy in each process that opens it, and each read is a
 local lookup. Both have the read API of :class:`~goka_ray.core.views.TableView`.
 
+A class of its own rather than a mode of ``View``: the two differ in what they are, not only
+in how they read. A View is a handle on named actors that outlive it (``start`` attaches to
+running ones, it travels into Ray tasks, ``stop`` removes the actors for every process); a
+LocalView is the copy itself, owned by one process (``start`` reads the whole changelog,
+``stop`` drops it, it cannot be sent elsewhere), with settings of its own (``storage``). And
+it lives below the Ray layer, so a service imports and runs it without Ray.
+
 A :class:`~goka_ray.kafka.changelog.ChangelogFollower` on a daemon thread reads every
 partition of the table's changelog into the copies (:mod:`goka_ray.kafka.view_copies`): in
 memory (``storage="memory"``, one dict for the whole table: reads need no partitioner hash) or
