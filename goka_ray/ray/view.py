@@ -10,7 +10,9 @@
     watch.stop()
 
 View actors are named (``goka-ray/view/<table>/<i>-of-<n>``), so a second View of the same
-table, in a notebook, a Ray task or another driver, attaches to the running actors.
+table, in a notebook, a Ray task or another driver, attaches to the running actors. Each read
+is a Ray call (about a millisecond); a service that reads per request keeps the copy in its
+own process instead, with :class:`~goka_ray.kafka.local_view.LocalView` (same read API).
 
 States (least advanced first): ``idle`` (not started), ``connecting`` (no broker contact yet,
 or contact lost: reads are served from the last copy while the actors reconnect),
