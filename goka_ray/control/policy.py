@@ -22,6 +22,13 @@ A partition changes owner only through a *move*:
 A move that replaces a dead or hung owner, and every move a restarted coordinator starts, is
 ``FENCED`` from its start, so the lease runs out while the target recovers.
 
+A scale starts a new worker for every planned set of partitions and moves them all at once; a
+rolling *upgrade* to new code moves one outdated worker's partitions at a time to a new worker
+(running the code the group records now), each through the same move, and replaces standbys
+running other code at once. An actor Ray has not placed yet (``Reach.PENDING``: waiting for
+resources) is shown as ``pending`` and never judged hung or restarted. Message counts are kept
+per partition over all its owners (:class:`~goka_ray.control.totals.PartitionTotals`).
+
 Invariants:
 - Only the policy decides who owns a partition; at most one owner and one move per partition.
 - An ``Assign`` carries an epoch that was recorded as issued before the action was returned;
@@ -47,6 +54,10 @@ standbys only once their owner's node is known, on another node, and they are mo
 when their owner moves onto their node. Once no partition moves, the workers are brought back
 to the planned count and sizes with the fewest live moves (after a failover promoted
 standbys, or when the autoscaler, :mod:`goka_ray.control.autoscaling`, changed the count).
+- An actor is replaced only when it is dead, or silent for HUNG_AFTER_MISSES rounds while Ray
+  reports it placed; waiting for placement never counts as a miss or a restart.
+- Every actor spawned after an upgrade started runs the group's new code; an upgrade step
+  starts only when no move is under way, and scales wait for upgrades and upgrades for scales.
 """
 
 from __future__ import annotations
@@ -86,6 +97,7 @@ from goka_ray.control.status import (
     PartitionStatus,
     ScalingDecision,
 )
+from goka_ray.control.totals import PartitionTotals
 from goka_ray.core.config import GroupConfig
 from goka_ray.errors import GokaRayError, ProcessingError
 
@@ -145,6 +157,10 @@ class TrackedActor:
     wanted_node: str | None = None
     #: it reported the node it runs on
     placed: bool = False
+    #: Ray has not placed it yet (it waits for resources): never judged hung for it
+    pending: bool = False
+    #: the fingerprint of the code it runs ("" where unknown)
+    code: str = ""
 
 
 @dataclass
@@ -221,6 +237,8 @@ class CoordinatorPolicy:
         clock: Callable[[], float] = time.monotonic,
         new_id: Callable[[], str] | None = None,
         wall: Callable[[], float] = time.time,
+        code: str = "",
+        totals: PartitionTotals | None = None,
     ) -> None:
         self.group = group
         self.config = config
@@ -255,6 +273,10 @@ class CoordinatorPolicy:
         self.hold_go = config.recover_ahead
         #: the last statuses seen, by (actor, partition)
         self.last: dict[tuple[str, int], PartitionStatus] = {}
+        #: the fingerprint of the code the group runs (or is upgrading to)
+        self.code = code
+        #: messages counted per partition over all its owners
+        self.totals = totals or PartitionTotals()
 
     # -- queries ------------------------------------------------------------------------------
 
@@ -276,20 +298,40 @@ class CoordinatorPolicy:
         move = self.moves.get(partition)
         return move.target if move is not None else self.owner.get(partition)
 
-    def status(self) -> GroupStatus:
-        """The group as last observed: per partition, the status of its owner (or target)."""
+    def pending(self) -> list[TrackedActor]:
+        """The actors Ray has not placed yet (as of the last status round)."""
+        return [a for a in self.actors.values() if a.pending]
+
+    def status(self, waiting: str | None = None) -> GroupStatus:
+        """The group as last observed: per partition, the status of its owner (or target),
+        ``pending`` while that actor is not placed, with the counts of all its owners.
+        ``waiting``: why actors are pending (the shell knows the cluster's resources)."""
         parts = []
         for p in range(self.partitions):
             holder = self.holder(p)
             st = self.last.get((holder, p)) if holder is not None else None
-            st = st or PartitionStatus(partition=p, state=PartitionState.STARTING)
+            if st is None:
+                tracked = self.actors.get(holder or "")
+                state = PartitionState.PENDING if tracked and tracked.pending else None
+                st = PartitionStatus(
+                    partition=p,
+                    state=state or PartitionState.STARTING,
+                    actor_name=holder,
+                    code=tracked.code if tracked else "",
+                )
             standbys = self.standbys_of(p)
+            total = self.totals.total(p)
             parts.append(
                 replace(
                     st,
                     restarts=self.restarts.get(p, 0),
                     standbys=len(standbys),
                     standby_nodes=[s.node_id for s in standbys if s.placed and s.node_id],
+                    stats=st.stats.copy(
+                        processed=total.processed,
+                        skipped=total.skipped,
+                        dead_lettered=total.dead_lettered,
+                    ),
                 )
             )
         error = None if self.error is None else f"{type(self.error).__name__}: {self.error}"
@@ -303,6 +345,8 @@ class CoordinatorPolicy:
             warnings=self.placement_warnings(),
             autoscaling=None if self.autoscaler is None else self.autoscaler.summary(workers),
             scaling=list(self.decisions),
+            code=self.code[:12],
+            waiting=waiting if self.pending() else None,
         )
 
     def placement_warnings(self) -> list[str]:
@@ -386,20 +430,119 @@ class CoordinatorPolicy:
         GokaRayError if the group is neither running nor scaling.
         """
         if self.state not in (GroupState.RUNNING, GroupState.SCALING):
-            raise GokaRayError(f"group {self.group} is {self.state}; cannot scale it")
+            hint = "; wait until the upgrade is done" if self.upgrading else ""
+            raise GokaRayError(f"group {self.group} is {self.state}; cannot scale it{hint}")
+        demand = self.scale_demand(config)
         old, self.config = self.config, config
         if config.autoscaling != old.autoscaling or config.actors != old.actors:
             self._configure_autoscaling(config, config.actors)
-        plan = self._plan()
-        current = sorted(sorted(a.partitions) for a in self.workers())
-        resources = (config.num_cpus, config.memory, config.placement)
-        if plan == current and resources == (old.num_cpus, old.memory, old.placement):
+        if not demand:
             return None
+        plan = self._plan()
         self.state = GroupState.SCALING
         actions: list[Action] = []
         for parts in plan:
             actions += self._spawn_worker(parts)
         return actions
+
+    # -- what the commands would ask of Ray -----------------------------------------------------
+
+    def start_demand(self, partitions: int) -> list[ActorResources]:
+        """The actors a start places: every planned worker (as many as the autoscaler starts
+        with, where it scales the group) and every standby."""
+        cfg = self.config
+        workers = plan_actors(
+            partitions,
+            partitions_per_actor=cfg.partitions_per_actor,
+            actors=self._actors_for(cfg, partitions, fresh=True),
+        )
+        resources = ActorResources(cfg.num_cpus, cfg.memory)
+        return [resources] * (len(workers) + partitions * cfg.standby_replicas)
+
+    def scale_demand(self, config: GroupConfig) -> list[ActorResources]:
+        """The actors a scale to ``config`` would start ([]: nothing moves): a new worker
+        for every planned set of partitions, started before the old ones hand over."""
+        old = self.config
+        fresh = config.autoscaling != old.autoscaling or config.actors != old.actors
+        plan = plan_actors(
+            self.partitions,
+            partitions_per_actor=config.partitions_per_actor,
+            actors=self._actors_for(config, self.partitions, fresh=fresh),
+        )
+        current = sorted(sorted(a.partitions) for a in self.workers())
+        resources = (config.num_cpus, config.memory, config.placement)
+        if plan == current and resources == (old.num_cpus, old.memory, old.placement):
+            return []
+        return [ActorResources(config.num_cpus, config.memory)] * len(plan)
+
+    def _actors_for(self, config: GroupConfig, partitions: int, *, fresh: bool) -> int | None:
+        """The actor count ``config`` plans (None: by ``partitions_per_actor``), changing
+        nothing: with ``autoscaling``, the count the autoscaler keeps, or (``fresh``: its
+        settings or ``actors`` change) starts from, as ``_configure_autoscaling`` sets it."""
+        if config.autoscaling is None:
+            return config.actors
+        if not fresh and self.target_actors is not None:
+            return self.target_actors
+        start = config.actors or self.target_actors or config.autoscaling.min_actors
+        return Autoscaler(config.autoscaling, partitions).clamp(start)
+
+    def upgrade_demand(self) -> list[ActorResources]:
+        """What one step of an upgrade starts: one worker (the old one retires after it)."""
+        return [ActorResources(self.config.num_cpus, self.config.memory)]
+
+    # -- the rolling upgrade ------------------------------------------------------------------
+
+    @property
+    def upgrading(self) -> bool:
+        return self.state is GroupState.UPGRADING
+
+    def upgrade(self, code: str) -> list[Action] | None:
+        """Move the group to the code whose fingerprint is ``code``, one worker at a time,
+        each through a live hand-over (a new worker recovers its partitions, the old one
+        releases them, the new one processes); None when every actor runs it already.
+
+        Standbys running other code are replaced at once (a promoted standby processes with
+        its own code). GokaRayError unless the group is running (or upgrading: a newer code
+        then replaces the one being rolled out).
+        """
+        if self.state not in (GroupState.RUNNING, GroupState.UPGRADING):
+            raise GokaRayError(
+                f"group {self.group} is {self.state}; upgrade it when it is running"
+                + (" (wait until the scale is done)" if self.state is GroupState.SCALING else "")
+            )
+        self.code = code
+        if not self._outdated() and not self.upgrading:
+            return None
+        logger.info("group %s: upgrading to code %s", self.group, code[:12])
+        self.state = GroupState.UPGRADING
+        actions: list[Action] = []
+        for standby in [a for a in self.actors.values() if a.role is Role.STANDBY]:
+            if standby.code != code:
+                actions += self._kill(standby)  # _ensure_standbys places new ones
+        return actions + self._upgrade_step()
+
+    def _outdated(self) -> list[TrackedActor]:
+        """Workers holding partitions that run other code than the group's."""
+        return [w for w in self.workers() if w.code != self.code and self._holding(w.name)]
+
+    def _upgrade_step(self) -> list[Action]:
+        """Once no move is under way, hand the next outdated worker's partitions over to a
+        new worker (near it); the upgrade is done when none is left."""
+        if not self.upgrading or self.moves:
+            return []
+        outdated = self._outdated()
+        if not outdated:
+            logger.info("group %s: every partition runs code %s", self.group, self.code[:12])
+            self.state = GroupState.RUNNING
+            return []
+        old = outdated[0]
+        logger.info(
+            "group %s: upgrading %s (partitions %s)",
+            self.group,
+            old.name,
+            sorted(self._holding(old.name)),
+        )
+        return self._spawn_worker(sorted(self._holding(old.name)), near=old.node_id)
 
     def stop(self) -> list[Action]:
         """Stop the group: every actor commits and closes, then is removed."""
@@ -427,6 +570,8 @@ class CoordinatorPolicy:
             if self.failed:
                 return actions
         self.last = statuses
+        for (name, _p), st in statuses.items():
+            self.totals.observe(name, st)
         for (name, p), st in statuses.items():
             if PartitionState(st.state) is PartitionState.FAILED and self._holds(name, p, st):
                 report = obs.actors[name]
@@ -436,6 +581,7 @@ class CoordinatorPolicy:
         actions += self._advance_moves()
         if self.state is GroupState.SCALING and not self.moves:
             self.state = GroupState.RUNNING
+        actions += self._upgrade_step()
         actions += self._resize(at_once=self._autoscale())
         actions += self._ensure_standbys()
         if obs.named is not None:
@@ -454,6 +600,7 @@ class CoordinatorPolicy:
         (hung after HUNG_AFTER_MISSES rounds in a row) or dead; hung and dead ones go."""
         if report.node_id:
             actor.node_id, actor.placed = report.node_id, True
+        actor.pending = report.reach is Reach.PENDING
         match report.reach:
             case Reach.ANSWERED:
                 actor.misses = 0
@@ -491,8 +638,13 @@ class CoordinatorPolicy:
             and actor.node_id not in self.alive_nodes
         )
 
-    def released(self, actor: str, partition: int, stopped: bool) -> list[Action]:
-        """Outcome of a Release: ``stopped`` if the actor confirmed the partition stopped."""
+    def released(
+        self, actor: str, partition: int, stopped: bool, final: PartitionStatus | None = None
+    ) -> list[Action]:
+        """Outcome of a Release: ``stopped`` if the actor confirmed the partition stopped;
+        ``final``: the partition's last status there (its final counts), if it reported one."""
+        if final is not None:
+            self.totals.observe(actor, final)
         tracked = self.actors.get(actor)
         if tracked is not None:
             tracked.partitions.discard(partition)
@@ -535,6 +687,7 @@ class CoordinatorPolicy:
             actor,
             epoch,
         )
+        self.totals.settle(partition, (actor, epoch))
         return []
 
     # -- moves --------------------------------------------------------------------------------
@@ -641,7 +794,7 @@ class CoordinatorPolicy:
             self._hosts(), self._load(), spread=self.config.placement == "spread", near=near
         )
         self.actors[name] = TrackedActor(
-            name, Role.WORKER, set(partitions), node_id=node, wanted_node=node
+            name, Role.WORKER, set(partitions), node_id=node, wanted_node=node, code=self.code
         )
         actions: list[Action] = [Spawn(name, Role.WORKER, self._resources(node))]
         for p, epoch in zip(partitions, epochs, strict=True):
@@ -859,7 +1012,12 @@ class CoordinatorPolicy:
                 place = standby_node(hosts, self._load(), owner_node, taken)
                 name = f"{standby_prefix(self.group)}p{p}-{self._new_id()[:6]}"
                 standby = TrackedActor(
-                    name, Role.STANDBY, {p}, node_id=place.node, wanted_node=place.node
+                    name,
+                    Role.STANDBY,
+                    {p},
+                    node_id=place.node,
+                    wanted_node=place.node,
+                    code=self.code,
                 )
                 self.actors[name] = standby
                 have.append(standby)
@@ -1001,7 +1159,8 @@ class CoordinatorPolicy:
         actions: list[Action] = []
         for name, (role, report) in found.items():
             if report.reach is Reach.ANSWERED:
-                self.actors[name] = TrackedActor(name, role)
+                code = next((st.code for st in report.statuses if st.code), "")
+                self.actors[name] = TrackedActor(name, role, code=code)
                 continue
             logger.warning(
                 "group %s: %s did not answer after the coordinator restarted (%s); killing it",
@@ -1021,6 +1180,9 @@ class CoordinatorPolicy:
                 if move.source is None:  # its source is gone: fence it as an orphan
                     move.known, move.blockers = False, set(self.zombies)
                     self._fence(move, lease=True)
+        for standby in [a for a in self.actors.values() if a.role is Role.STANDBY]:
+            if standby.code != self.code:  # it would process with other code if promoted
+                actions += self._kill(standby)
         orphans = [p for p in range(partitions) if p not in self.owner and p not in self.moves]
         promoted = set()
         for p in orphans:
@@ -1038,7 +1200,8 @@ class CoordinatorPolicy:
         actions += self._retire_idle()
         if self.owner:
             self.hold_go = False  # processing had started: recover_ahead is over
-        self.state = GroupState.RUNNING
+        # actors on other code than the record's: an upgrade was under way, it goes on
+        self.state = GroupState.UPGRADING if self._outdated() else GroupState.RUNNING
         logger.info(
             "group %s: adopted %d partition actors (owners of %s), %d partitions get new owners",
             self.group,

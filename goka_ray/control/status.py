@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass, field, fields
 from typing import Any
@@ -27,6 +28,8 @@ class GroupState(enum.StrEnum):
     RUNNING = "running"
     #: a live change of config is moving partitions between actors
     SCALING = "scaling"
+    #: a rolling upgrade moves partitions, one actor at a time, to actors running new code
+    UPGRADING = "upgrading"
     #: a callback failed, or partitions were restarted more than ``max_restarts`` times
     FAILED = "failed"
     STOPPED = "stopped"
@@ -34,9 +37,11 @@ class GroupState(enum.StrEnum):
 
 class PartitionState(enum.StrEnum):
     """What a partition actor reports for one partition it holds (a runner's lifecycle, or
-    ``standby`` for a passive copy); ``starting`` until the coordinator heard of it."""
+    ``standby`` for a passive copy); ``starting`` until the coordinator heard of it, or
+    ``pending`` while Ray has not placed its actor (waiting for resources, not hung)."""
 
     STARTING = "starting"
+    PENDING = "pending"
     IDLE = "idle"
     RECOVERING = "recovering"
     RECOVERED = "recovered"
@@ -55,7 +60,7 @@ class PartitionStatus(StatsFields):
 
     partition: int
     #: a :class:`PartitionState` value (a ``str``): idle | recovering | recovered | running |
-    #: stopping | stopped | failed | standby | starting
+    #: stopping | stopped | failed | standby | starting | pending
     state: str
     node_id: str | None = None
     actor_name: str | None = None
@@ -67,6 +72,10 @@ class PartitionStatus(StatsFields):
     standbys: int = 0
     #: the nodes of those standbys (never the owner's node while the cluster has another)
     standby_nodes: list[str] = field(default_factory=list)
+    #: fingerprint (short) of the graph and code the partition runs (see ``GroupStatus.code``)
+    code: str = ""
+    #: the counters are, in a group's status, since the group started over every owner the
+    #: partition had (processed, skipped, dead_lettered); as an actor reports it, its runner's
     stats: PartitionStats = field(default_factory=PartitionStats)
 
     def as_dict(self) -> dict[str, Any]:
@@ -96,7 +105,8 @@ class GroupStatus:
     """A processor group: its overall state and every partition."""
 
     group: str
-    #: a :class:`GroupState` value (a ``str``): starting | running | scaling | failed | stopped
+    #: a :class:`GroupState` value (a ``str``): starting | running | scaling | upgrading |
+    #: failed | stopped
     state: str
     partitions: list[PartitionStatus]
     error: str | None = None
@@ -109,6 +119,10 @@ class GroupStatus:
     autoscaling: str | None = None
     #: the autoscaler's recent decisions, oldest first
     scaling: list[ScalingDecision] = field(default_factory=list)
+    #: fingerprint (short) of the graph and code the group runs, or is upgrading to
+    code: str = ""
+    #: why partition actors wait to be placed by Ray (None: none waits)
+    waiting: str | None = None
 
     @property
     def ready(self) -> bool:
@@ -130,6 +144,12 @@ class GroupStatus:
             "state": self.state,
             "partitions": [p.as_dict() for p in self.partitions],
             "error": self.error,
+            "actors": self.actors,
+            "warnings": list(self.warnings),
+            "autoscaling": self.autoscaling,
+            "scaling": [dataclasses.asdict(d) for d in self.scaling],
+            "code": self.code,
+            "waiting": self.waiting,
         }
 
 
