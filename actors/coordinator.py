@@ -18,6 +18,17 @@ Invariants (never two writers, whatever crashes, hangs or restarts, in any order
   gets a new one (or until Ray confirms every killed actor's process ended, where only those
   could hold it), promotes standbys that answer, and kills every actor it does not track, so
   the group ends with the configured actors.
+
+Code and resources:
+- The group's graph and its fingerprint are recorded in the GCS before any actor runs them (at
+  a start, and at an upgrade before anything moves); a restarted coordinator runs the recorded
+  graph, not the one Ray re-creates it with. A start with another fingerprint never attaches:
+  it raises CodeChangedError and changes nothing.
+- A start, a scale and an upgrade check the actors they would place against the cluster's
+  free resources first (:mod:`goka_ray.control.admission`) and raise
+  InsufficientResourcesError before anything moves, unless the group's
+  ``on_insufficient_resources`` is ``wait``. Resources freed a moment ago (a group just
+  stopped) are waited for a few seconds before that.
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,27 +48,36 @@ from goka_ray.actors.group_actors import GroupActors, Nodes
 from goka_ray.actors.partition import LOG_FORMAT, WorkerSpec
 from goka_ray.control.actions import (
     Action,
+    ActorResources,
     Assign,
     Follow,
     Go,
     Kill,
     Observation,
+    Reach,
     Release,
     Retire,
     Role,
     Spawn,
 )
+from goka_ray.control.admission import explain, explain_pending, shortfall
 from goka_ray.control.fencing import LEASE_DURATION, EpochTable
 from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
 from goka_ray.control.policy import CoordinatorPolicy
 from goka_ray.control.status import GroupState, GroupStatus
+from goka_ray.control.totals import PartitionTotals
 from goka_ray.core.config import Config
+from goka_ray.core.fingerprint import GraphFingerprint, fingerprint, upgrade_problems
 from goka_ray.core.graph import GroupGraph
+from goka_ray.errors import CodeChangedError, InsufficientResourcesError, UpgradeError
 from goka_ray.kafka.epochs import changelog_epochs
 from goka_ray.kafka.runner import RunnerConfig
 from goka_ray.kafka.topics import TopicManager
 
 logger = logging.getLogger(__name__)
+
+#: seconds a start, scale or upgrade waits for resources that are being freed before it fails
+ADMISSION_GRACE = 5.0
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,8 @@ class GroupSpec:
     status_timeout: float = 3.0
     #: called in the partition actors with an Assignment (see Processor's on_rebalance)
     on_rebalance: Callable[[Any], None] | None = None
+    #: the graph's fingerprint, as the driver computed it (None: computed here)
+    fingerprint: GraphFingerprint | None = None
 
 
 class GroupCoordinator:
@@ -86,6 +108,9 @@ class GroupCoordinator:
         self.spec = spec
         self.group = spec.graph.group
         self.config = spec.config
+        #: the graph the group runs, and its fingerprint (changed by an upgrade)
+        self.graph = spec.graph
+        self.fingerprint = spec.fingerprint or fingerprint(spec.graph)
         self.actors = GroupActors(self.config.namespace, self.group, self._worker_spec)
         self._prefixes = (worker_prefix(self.group), standby_prefix(self.group))
         workers = self.actors.find(self._prefixes[0])
@@ -103,9 +128,19 @@ class GroupCoordinator:
         self._changes: dict[str, Any] = self.actors.load_changes() if adopting else {}
         if self._changes:
             self.config = self.config.with_group(self.group, **self._changes)
+        if adopting and (recorded := self.actors.load_code()) is not None:
+            self.graph, self.fingerprint = recorded  # an upgrade may have replaced the spec's
         # the epoch record lives in the GCS too: it outlives this actor
         self.epochs = EpochTable(spec.lease_duration, store=self.actors)
-        self.policy = CoordinatorPolicy(self.group, self.config.group(self.group), self.epochs)
+        self.policy = CoordinatorPolicy(
+            self.group,
+            self.config.group(self.group),
+            self.epochs,
+            code=self.fingerprint.short,
+            totals=PartitionTotals(self.actors),
+        )
+        #: why actors wait to be placed (for status; None: none waits)
+        self._waiting: str | None = None
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
@@ -121,7 +156,7 @@ class GroupCoordinator:
         cfg = self.config.group(self.group)
         return WorkerSpec(
             brokers=self.spec.brokers,
-            graph=self.spec.graph,
+            graph=self.graph,
             storage_dir=self.config.storage_dir,
             runner_config=RunnerConfig(
                 batch_size=cfg.batch_size,
@@ -138,21 +173,30 @@ class GroupCoordinator:
             namespace=self.config.namespace,
             lease_duration=self.spec.lease_duration,
             on_rebalance=self.spec.on_rebalance,
+            code=self.fingerprint.short,
         )
 
-    def start(self) -> int:
-        """Create topics, check co-partitioning, place the actors; returns the partition count.
+    def start(self, given: GraphFingerprint | None = None) -> int:
+        """Create topics, check co-partitioning and resources, place the actors; returns the
+        partition count.
 
-        Idempotent: a second call (e.g. from another driver) attaches to the running group.
+        A second call (e.g. from another driver) attaches to the running group if ``given``
+        (the caller's fingerprint) is the one the group runs, else raises CodeChangedError.
+        InsufficientResourcesError if the actors do not fit (see the module docstring).
         """
         with self._lock:
             if self._watch is not None:
+                if given is not None and given.digest != self.fingerprint.digest:
+                    raise self._code_changed(given)
                 return self.policy.partitions
             with TopicManager(self.spec.brokers) as topics:
                 partitions = topics.ensure_group_topics(
-                    self.spec.graph, self.config.group(self.group).topic_config_mismatch
+                    self.graph, self.config.group(self.group).topic_config_mismatch
                 )
+            self._admit(self.policy.start_demand(partitions), "start")
+            self.actors.save_code(self.graph, self.fingerprint)  # recorded before it runs
             self.actors.save_changes({})  # a new start runs the config it was given
+            self.policy.totals.clear()
             self._restore_epochs()
             nodes = self._nodes()
             self._execute(self.policy.start(partitions, nodes.alive, nodes.hosts))
@@ -163,13 +207,49 @@ class GroupCoordinator:
         cfg = self.config.group(self.group)
         return self.actors.nodes(cfg.num_cpus, cfg.memory, actors)
 
+    def _code_changed(self, given: GraphFingerprint) -> CodeChangedError:
+        changes = self.fingerprint.changes(given) or ["code outside the graph's edges"]
+        return CodeChangedError(
+            f"group {self.group!r} runs other code (code {self.fingerprint.short}; the graph "
+            f"given is code {given.short}): {', '.join(changes)}. Nothing was changed: the "
+            "group goes on with its code. To move it to the new code live, one actor at a "
+            "time with no message lost or applied twice: `goka-ray run MODULE:GRAPH "
+            f"--upgrade` or Processor.upgrade(graph). To start over: `goka-ray stop "
+            f"{self.group}`, then run it again.",
+            running=self.fingerprint.short,
+            given=given.short,
+            changes=tuple(changes),
+        )
+
+    def _admit(
+        self, demand: Sequence[ActorResources], action: str, policy: str | None = None
+    ) -> None:
+        """Raise InsufficientResourcesError unless ``demand`` fits the free resources (waiting
+        up to ADMISSION_GRACE for resources being freed), or only log it if ``policy`` (the
+        group's ``on_insufficient_resources`` by default) is ``wait``."""
+        if not demand:
+            return
+        deadline = time.monotonic() + ADMISSION_GRACE
+        while True:
+            short = shortfall(demand, self.actors.capacity())
+            if short is None:
+                return
+            if not short.fits_empty_cluster or time.monotonic() >= deadline:
+                break
+            time.sleep(0.5)
+        message = explain(self.group, short, action)
+        if (policy or self.config.group(self.group).on_insufficient_resources) == "wait":
+            logger.warning("%s; waiting for them (on_insufficient_resources: wait)", message)
+            return
+        raise InsufficientResourcesError(message)
+
     def _restore_epochs(self, granted_before: float | None = None) -> None:
         """Load the epoch record and raise it to the changelog's highest epoch headers."""
         floors: dict[int, int] = {}
-        if self.spec.graph.persist is not None:
+        if self.graph.persist is not None:
             floors = changelog_epochs(
                 self.spec.brokers,
-                self.spec.graph.table_topic,
+                self.graph.table_topic,
                 consumer_config=self.config.consumer_config(),
             )
         records = self.epochs.restore(floors, granted_before=granted_before)
@@ -187,7 +267,7 @@ class GroupCoordinator:
         reports = self.actors.status_round(roles, 2 * self.spec.status_timeout)
         found = {n: (role, reports[n]) for n, role in roles.items() if n in reports}
         with TopicManager(self.spec.brokers) as topics:
-            partitions = topics.check_copartitioned(self.spec.graph)
+            partitions = topics.check_copartitioned(self.graph)
         self._restore_epochs(granted_before=self._started)
         nodes = self._nodes(roles)
         self._execute(self.policy.adopt(partitions, found, nodes.alive, nodes.hosts))
@@ -223,7 +303,10 @@ class GroupCoordinator:
             named=self.actors.named(*self._prefixes),
             hosts=nodes.hosts,
         )
+        pending = [n for n, r in reports.items() if r.reach is Reach.PENDING]
+        waiting = self._explain_waiting(pending) if pending else None
         with self._lock:
+            self._waiting = waiting
             self._execute(self.policy.observe(observation))
             self._keep_autoscaled_count()
 
@@ -235,6 +318,17 @@ class GroupCoordinator:
             return
         self._changes = {**self._changes, "actors": actors}
         self.actors.save_changes(self._changes)
+
+    def _explain_waiting(self, pending: list[str]) -> str:
+        """Why these actors are not placed: what they ask against what is free."""
+        cfg = self.config.group(self.group)
+        demand = [ActorResources(cfg.num_cpus, cfg.memory)] * len(pending)
+        try:
+            short = shortfall(demand, self.actors.capacity())
+        except Exception as exc:  # the GCS did not answer: say what is known
+            logger.debug("no resources of the cluster: %s", exc)
+            short = None
+        return explain_pending(len(pending), short)
 
     def _execute(self, actions: Iterable[Action]) -> None:
         """Carry out the policy's actions in order (an outcome may bring more actions)."""
@@ -255,8 +349,9 @@ class GroupCoordinator:
             case Follow(actor, partition):
                 self.actors.follow(actor, partition)
             case Release(actor, partition):
+                final = None
                 try:
-                    stopped = self.actors.release(actor, partition)
+                    stopped, final = self.actors.release(actor, partition)
                 except Exception as exc:
                     logger.warning(
                         "group %s: release of %d by %s failed (%s)",
@@ -266,7 +361,7 @@ class GroupCoordinator:
                         exc,
                     )
                     stopped = False
-                return self.policy.released(actor, partition, stopped)
+                return self.policy.released(actor, partition, stopped, final)
             case Go(actor, partition, epoch):
                 accepted = self.actors.go(actor, partition, epoch)
                 return self.policy.went(actor, partition, epoch, accepted)
@@ -284,7 +379,7 @@ class GroupCoordinator:
 
     def status(self) -> GroupStatus:
         with self._lock:
-            return self.policy.status()
+            return self.policy.status(self._waiting)
 
     def failure(self) -> BaseException | None:
         return self.policy.error
@@ -293,7 +388,9 @@ class GroupCoordinator:
         """Apply a config change live; returns False when nothing needs to move."""
         with self._lock:
             config = self.config.with_group(self.group, **changes)
+            cfg = config.group(self.group)
             if self.policy.state in (GroupState.RUNNING, GroupState.SCALING):
+                self._admit(self.policy.scale_demand(cfg), "scale", cfg.on_insufficient_resources)
                 # recorded first: a coordinator restarted in the middle carries the change on
                 changes = {
                     k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v  # type: ignore[arg-type]
@@ -308,12 +405,56 @@ class GroupCoordinator:
             self._execute(actions)
             return True
 
+    def upgrade(self, graph: GroupGraph, given: GraphFingerprint) -> bool:
+        """Move the group to ``graph`` live, one actor at a time (see the policy); False if
+        it runs that code already. UpgradeError (nothing changed) if the new graph changes
+        the table's codec, adds or drops the table, or names topics whose partition counts
+        differ from the group's; InsufficientResourcesError if one more actor does not fit.
+        """
+        with self._lock:
+            if self._watch is None:
+                raise UpgradeError(f"group {self.group!r} is not started; start it instead")
+            if given.digest == self.fingerprint.digest and not self.policy.upgrading:
+                return False
+            problems = upgrade_problems(self.fingerprint, given)
+            if not problems:
+                with TopicManager(self.spec.brokers) as topics:
+                    partitions = topics.ensure_group_topics(
+                        graph, self.config.group(self.group).topic_config_mismatch
+                    )
+                if partitions != self.policy.partitions:
+                    problems.append(
+                        f"its topics have {partitions} partitions, the running group "
+                        f"{self.policy.partitions}"
+                    )
+            if problems:
+                raise UpgradeError(
+                    f"group {self.group!r} cannot be upgraded in place to code {given.short}: "
+                    f"{'; '.join(problems)}. Nothing was changed. Keep the table's codec and "
+                    "the topics, or run the new code as a new group (another name) that "
+                    "rebuilds its table from the inputs."
+                )
+            self._admit(self.policy.upgrade_demand(), "upgrade")
+            self.actors.save_code(graph, given)  # recorded first: a restart goes on with it
+            logger.info(
+                "group %s: upgrading from code %s to %s (%s)",
+                self.group,
+                self.fingerprint.short,
+                given.short,
+                ", ".join(self.fingerprint.changes(given)) or "same edges",
+            )
+            self.graph, self.fingerprint = graph, given
+            actions = self.policy.upgrade(given.short) or []
+            self._execute(actions)
+            return True
+
     def stop(self) -> None:
         """Stop every partition actor gracefully (commit and close), then forget them."""
         with self._lock:
             self._stopping.set()
             self._execute(self.policy.stop())
             self.actors.save_changes({})
+            self.actors.forget_code()
 
     def ping(self) -> str:
         return str(self.policy.state)
@@ -326,7 +467,7 @@ class GroupCoordinator:
 
     def describe(self) -> GroupInfo:
         """Brokers, config and table codec of this group, for drivers that attach to it."""
-        graph = self.spec.graph
+        graph = self.graph
         persist = graph.persist
         return GroupInfo(
             group=self.group,
@@ -335,6 +476,7 @@ class GroupCoordinator:
             table=graph.table_topic if persist is not None else None,
             table_codec=persist.codec if persist is not None else None,
             partitions=self.policy.partitions,
+            fingerprint=self.fingerprint,
         )
 
 
@@ -349,3 +491,5 @@ class GroupInfo:
     table_codec: Any
     partitions: int
     partitioner: Any = None
+    #: the fingerprint of the graph and code the group runs
+    fingerprint: GraphFingerprint | None = None

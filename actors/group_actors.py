@@ -4,10 +4,15 @@ The coordinator's decisions live in :mod:`goka_ray.control.policy` (no Ray); thi
 how they touch the cluster: it creates, finds, calls, waits on and kills the group's partition
 actors, reads what Ray knows about them (live nodes, actor states, whether a killed actor's
 process has ended), and keeps the group's epoch record in Ray's GCS key-value store (which
-outlives the coordinator, as Ray Serve's controller keeps its checkpoints there). It keeps one
-handle per actor name. Calls that only start work (assign, follow) do not wait; calls whose
-outcome the policy needs (release, go, shutdown) wait with a timeout; a status round asks
-every actor at once and waits on all answers together until one deadline.
+outlives the coordinator, as Ray Serve's controller keeps its checkpoints there), with the
+group's code (the graph it runs) and its settled message counts. It keeps one handle per actor
+name. Calls that only start work (assign, follow) do not wait; calls whose outcome the policy
+needs (release, go, shutdown) wait with a timeout, except on an actor Ray has not placed yet
+(it never started anything: a release is queued behind its assign without waiting, a retire
+kills it); a status round asks every actor at once and waits on all answers together until
+one deadline, and asks an actor that was not placed at the last round only Ray, not the actor.
+It reads each live node's total and free resources for admission
+(:mod:`goka_ray.control.admission`).
 
 What Ray reports, as measured with Ray 2.60: ``ray.kill`` marks an actor DEAD at once, but a
 process that does not answer (SIGSTOP, hung) lives on until its raylet force-kills it about
@@ -35,13 +40,18 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+import cloudpickle
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
 from goka_ray.actors.partition import PartitionActor, WorkerSpec
 from goka_ray.control.actions import ActorReport, Reach, Spawn
+from goka_ray.control.admission import NodeCapacity
 from goka_ray.control.fencing import EpochRecord, decode_records, encode_records
 from goka_ray.control.status import PartitionState, PartitionStatus
+from goka_ray.control.totals import Counts
+from goka_ray.core.fingerprint import GraphFingerprint
+from goka_ray.core.graph import GroupGraph
 
 __all__ = ["GroupActors"]
 
@@ -93,6 +103,8 @@ class GroupActors:
         self._reported: frozenset[str] = frozenset()
         self._addresses: dict[str, tuple[str, int]] = {}
         self._probes = ThreadPoolExecutor(max_workers=8, thread_name_prefix="raylet-probe")
+        #: actors Ray had not placed at the last status round
+        self._pending: set[str] = set()
 
     # -- the epoch record ---------------------------------------------------------------------
 
@@ -131,6 +143,70 @@ class GroupActors:
 
         data = json.dumps(dict(changes)).encode()
         _internal_kv_put(self._changes_key, data, overwrite=True, namespace=KV_NAMESPACE)
+
+    @property
+    def _code_key(self) -> str:
+        return f"code/{self.namespace}/{self.group}"
+
+    def load_code(self) -> tuple[GroupGraph, GraphFingerprint] | None:
+        """The graph the group runs and its fingerprint, as last recorded (None: none)."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(self._code_key, namespace=KV_NAMESPACE)
+        if not raw:
+            return None
+        try:
+            graph, fingerprint = cloudpickle.loads(raw)
+        except Exception as exc:  # the code cannot be loaded here: the caller's graph runs
+            logger.error("group %s: cannot load its recorded graph: %s", self.group, exc)
+            return None
+        return graph, fingerprint
+
+    def save_code(self, graph: GroupGraph, fingerprint: GraphFingerprint) -> None:
+        """Record the graph the group runs (before any actor runs it; raises if it cannot)."""
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        data = cloudpickle.dumps((graph, fingerprint))
+        _internal_kv_put(self._code_key, data, overwrite=True, namespace=KV_NAMESPACE)
+
+    def forget_code(self) -> None:
+        from ray.experimental.internal_kv import _internal_kv_del
+
+        _internal_kv_del(self._code_key, namespace=KV_NAMESPACE)
+
+    @property
+    def _totals_key(self) -> str:
+        return f"totals/{self.namespace}/{self.group}"
+
+    def load_totals(self) -> dict[int, Counts]:
+        """The settled message counts per partition ({} if none)."""
+        from ray.experimental.internal_kv import _internal_kv_get
+
+        raw = _internal_kv_get(self._totals_key, namespace=KV_NAMESPACE)
+        data = json.loads(raw) if raw else {}
+        return {int(p): Counts(*c) for p, c in data.items()} if isinstance(data, dict) else {}
+
+    def save_totals(self, totals: Mapping[int, Counts]) -> None:
+        from ray.experimental.internal_kv import _internal_kv_put
+
+        data = {str(p): [c.processed, c.skipped, c.dead_lettered] for p, c in totals.items()}
+        _internal_kv_put(
+            self._totals_key, json.dumps(data).encode(), overwrite=True, namespace=KV_NAMESPACE
+        )
+
+    # -- the cluster's resources --------------------------------------------------------------
+
+    def capacity(self) -> list[NodeCapacity]:
+        """Every live node's total and free resources, as Ray's GCS last heard them."""
+        from ray._private.state import state
+
+        alive = self.alive_nodes()
+        total = state.total_resources_per_node()
+        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+        return [
+            NodeCapacity(node, dict(total.get(node, {})), dict(free.get(node, {})))
+            for node in sorted(alive)
+        ]
 
     # -- creating and finding -----------------------------------------------------------------
 
@@ -186,9 +262,18 @@ class GroupActors:
     def follow(self, name: str, partition: int) -> None:
         self._handles[name].follow.remote(partition)
 
-    def release(self, name: str, partition: int, timeout: float = 90.0) -> bool:
-        """True once the actor confirmed the partition stopped; raises if it cannot say."""
-        return bool(ray.get(self._handles[name].release.remote(partition), timeout=timeout))
+    def release(
+        self, name: str, partition: int, timeout: float = 90.0
+    ) -> tuple[bool, PartitionStatus | None]:
+        """(True once the actor confirmed the partition stopped, its final status if it held
+        it); raises if it cannot say. An actor Ray has not placed never started anything: the
+        release is queued behind its assign, not waited for."""
+        handle = self._handles[name]
+        if self._not_started(name):
+            handle.release.remote(partition)
+            return True, None
+        stopped, final = ray.get(handle.release.remote(partition), timeout=timeout)
+        return bool(stopped), final
 
     def go(self, name: str, partition: int, epoch: int, timeout: float = 30.0) -> bool:
         return bool(ray.get(self._handles[name].go.remote(partition, epoch), timeout=timeout))
@@ -207,9 +292,12 @@ class GroupActors:
         """Stop these actors gracefully, all at once, then kill them; True if every one of
         them confirmed it stopped (committed and closed) before it was killed."""
         names = list(names)
+        unplaced = [n for n in names if n in self._handles and self._not_started(n)]
+        for name in unplaced:
+            self.kill(name)  # never placed: nothing to stop, and it would answer only once placed
         handles = {n: self._handles[n] for n in names if n in self._handles}
         refs = [h.shutdown.remote() for h in handles.values()]
-        confirmed = len(handles) == len(names)
+        confirmed = len(handles) + len(unplaced) == len(names)
         try:
             ray.get(refs, timeout=timeout)
         except Exception as exc:
@@ -222,6 +310,7 @@ class GroupActors:
     def kill(self, name: str) -> None:
         self._answered.discard(name)
         handle = self._handles.pop(name, None)
+        self._pending.discard(name)
         if handle is not None:
             self._killed[name] = handle._actor_id
             _kill_quietly(handle)
@@ -256,8 +345,10 @@ class GroupActors:
 
         Actors that did not answer are told apart by what Ray knows of them (not started
         yet, alive but silent, dead). Actors last seen on a node that is not ``alive`` are
-        not asked: they are reported silent on that node. The errors of partitions reported
-        as failed are asked for in a second round.
+        not asked: they are reported silent on that node. An actor that was not placed at the
+        last round is asked again only once Ray has placed it (calls would queue up in it
+        meanwhile). The errors of partitions reported as failed are asked for in a second
+        round.
         """
         reports: dict[str, ActorReport] = {}
         refs = {}
@@ -268,7 +359,13 @@ class GroupActors:
             if alive is not None and node is not None and node not in alive:
                 reports[name] = ActorReport(Reach.SILENT, node_id=node)
                 continue
+            if name in self._pending:
+                report = self._unanswered(name)
+                if report.reach is Reach.PENDING:
+                    reports[name] = report
+                    continue
             refs[name] = self._handles[name].status.remote()
+        self._pending = {n for n, r in reports.items() if r.reach is Reach.PENDING}
         if not refs:
             return reports
         done = self._wait(refs, timeout)
@@ -295,6 +392,7 @@ class GroupActors:
         failed = {r.node_id for r in reports.values() if r.reach in (Reach.SILENT, Reach.DEAD)}
         if failed - {None} - self.lost:
             self._probe(n for n in failed if n is not None)
+        self._pending = {n for n, r in reports.items() if r.reach is Reach.PENDING}
         return self._with_failures(reports, timeout)
 
     def _wait(self, refs: Mapping[str, Any], timeout: float) -> set[Any]:
@@ -373,6 +471,13 @@ class GroupActors:
         if state == "DEAD":
             return ActorReport(Reach.DEAD, node_id=node)
         return ActorReport(Reach.SILENT, node_id=node)
+
+    def _not_started(self, name: str) -> bool:
+        """Whether Ray reports the actor not placed (or its process not started) yet."""
+        actor = self._actor_info(name)
+        if actor is None:
+            return False
+        return _gcs().ActorTableData.ActorState.Name(actor.state) in _NOT_STARTED
 
     def _node_of(self, name: str) -> str | None:
         node = _node_id(self._actor_info(name))

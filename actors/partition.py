@@ -61,6 +61,8 @@ class WorkerSpec:
     lease_duration: float = LEASE_DURATION
     #: called with an Assignment when this actor takes or gives up a partition
     on_rebalance: Callable[[Assignment], None] | None = None
+    #: fingerprint of ``graph`` and its code (reported in every status)
+    code: str = ""
 
 
 class _Owned:
@@ -262,10 +264,14 @@ class PartitionActor:
         self._notify(partition, "assigned", epoch)
         return True
 
-    def release(self, partition: int, timeout: float = 60.0) -> bool:
-        """Stop a partition gracefully (finish the batch, commit, close); True once stopped."""
+    def release(self, partition: int, timeout: float = 60.0) -> tuple[bool, PartitionStatus | None]:
+        """Stop a partition gracefully (finish the batch, commit, close): (True once stopped,
+        its final status if this actor held it: the counts of its last batch included)."""
         with self._lock:
-            return self._stop(partition, timeout)
+            owned = self._owned.get(partition)
+            stopped = self._stop(partition, timeout)
+            final = self._status_of(partition, owned) if owned is not None else None
+            return stopped, final
 
     def _stop(self, partition: int, timeout: float = 60.0, *, keep_storage: bool = False) -> bool:
         owned = self._owned.pop(partition, None)
@@ -292,23 +298,22 @@ class PartitionActor:
         return os.getpid(), self._node_id
 
     def status(self) -> list[PartitionStatus]:
-        out = []
-        for p, owned in sorted(self._owned.items()):
-            st = owned.runner.status()
-            error = owned.runner.error
-            out.append(
-                PartitionStatus(
-                    partition=p,
-                    state="standby" if owned.standby_dir is not None else st.state.value,
-                    node_id=self._node_id,
-                    actor_name=self.name,
-                    pid=os.getpid(),
-                    epoch=owned.epoch,
-                    error=None if error is None else f"{type(error).__name__}: {error}",
-                    stats=st.stats,
-                )
-            )
-        return out
+        return [self._status_of(p, owned) for p, owned in sorted(self._owned.items())]
+
+    def _status_of(self, p: int, owned: _Owned) -> PartitionStatus:
+        st = owned.runner.status()
+        error = owned.runner.error
+        return PartitionStatus(
+            partition=p,
+            state="standby" if owned.standby_dir is not None else st.state.value,
+            node_id=self._node_id,
+            actor_name=self.name,
+            pid=os.getpid(),
+            epoch=owned.epoch,
+            error=None if error is None else f"{type(error).__name__}: {error}",
+            code=self.spec.code,
+            stats=st.stats,
+        )
 
     def visit(self, partition: int, name: str, meta: Any, timeout: float | None = None) -> int:
         """Run visitor ``name`` over every key of ``partition``, inside its processing loop."""

@@ -9,6 +9,7 @@ from goka_ray.core import codecs
 from goka_ray.core.codecs import Codec
 from goka_ray.core.config import Config, GroupConfig, ViewConfig
 from goka_ray.core.context import Context, DeferredCommit
+from goka_ray.core.fingerprint import GraphFingerprint, fingerprint
 from goka_ray.core.graph import (
     GroupGraph,
     Input,
@@ -34,17 +35,20 @@ from goka_ray.errors import (
     BrokerError,
     CallbackFailed,
     CodecError,
+    CodeChangedError,
     ConfigError,
     ContextError,
     FencedError,
     GokaRayError,
     GraphError,
+    InsufficientResourcesError,
     LocalCopyDamaged,
     ProcessingError,
     RecordRejected,
     StorageError,
     StorageLocked,
     TopicError,
+    UpgradeError,
 )
 from goka_ray.kafka.emitter import Delivery, Emitter
 from goka_ray.kafka.local_view import LocalView
@@ -64,6 +68,7 @@ __all__ = [
     "BrokerError",
     "CallbackFailed",
     "ChangelogRecord",
+    "CodeChangedError",
     "Codec",
     "CodecError",
     "Config",
@@ -78,11 +83,13 @@ __all__ = [
     "GokaPartitioner",
     "GokaRayError",
     "GraphError",
+    "GraphFingerprint",
     "GroupConfig",
     "GroupGraph",
     "GroupStatus",
     "Input",
     "Inputs",
+    "InsufficientResourcesError",
     "Join",
     "LevelDBStorage",
     "LocalCopyDamaged",
@@ -108,6 +115,7 @@ __all__ = [
     "TopicManager",
     "UpdateContext",
     "UpdateStorage",
+    "UpgradeError",
     "View",
     "ViewConfig",
     "ViewObserver",
@@ -119,6 +127,7 @@ __all__ = [
     "default_update",
     "define_group",
     "encode_key",
+    "fingerprint",
     "loop_stream",
     "partitioner_named",
     "table",

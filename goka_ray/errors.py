@@ -187,3 +187,44 @@ def _record_rejected(
     reason: str | None,
 ) -> RecordRejected:
     return RecordRejected(message, topic=topic, key=key, size=size, limit=limit, reason=reason)
+
+
+class InsufficientResourcesError(GokaRayError):
+    """The Ray cluster has not enough free resources for the actors a group would start.
+
+    Raised by a start, a scale or an upgrade before anything moves; the message names the
+    resource, the amount asked and the amount free, and what to do (ask less per actor, use
+    fewer actors, free resources, add nodes, or ``on_insufficient_resources: wait``).
+    """
+
+
+class CodeChangedError(GokaRayError):
+    """The group runs under this name with another graph or other code than the one given.
+
+    Nothing was changed: the running group goes on with its code. ``changes`` lists what
+    differs (e.g. ``"Input('clicks') callback changed"``); ``running`` and ``given`` are the
+    two fingerprints (short). Upgrade it live (``Processor.upgrade(graph)``, ``goka-ray run
+    --upgrade``) or stop it and start it again.
+    """
+
+    def __init__(
+        self, message: str, *, running: str = "", given: str = "", changes: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(message)
+        self.running = running
+        self.given = given
+        self.changes = tuple(changes)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_code_changed, (str(self), self.running, self.given, self.changes))
+
+
+def _code_changed(
+    message: str, running: str, given: str, changes: tuple[str, ...]
+) -> CodeChangedError:
+    return CodeChangedError(message, running=running, given=given, changes=changes)
+
+
+class UpgradeError(GokaRayError):
+    """A rolling upgrade to a new graph cannot be done in place (e.g. it changes the table's
+    codec, drops the table, or names topics whose partition counts differ); nothing changed."""

@@ -277,12 +277,15 @@ def test_an_upgrade_replaces_the_standbys_at_once() -> None:
 def test_upgrades_and_scales_wait_for_each_other() -> None:
     policy = started(actors=2)
     policy.scale(GroupConfig(actors=4))
-    with pytest.raises(GokaRayError, match="wait until the scale is done"):
-        policy.upgrade("code-b")
-    settle(policy)
-    policy.upgrade("code-b")
+    # an upgrade during a scale (the autoscaler's, say) starts once the scale's moves are done
+    assert policy.upgrade("code-b") == []
+    assert policy.state is GroupState.UPGRADING and policy.moves
     with pytest.raises(GokaRayError, match="wait until the upgrade is done"):
         policy.scale(GroupConfig(actors=2))
+    settle(policy)
+    assert policy.state is GroupState.RUNNING and not policy.moves
+    assert len(policy.workers()) == 4, "the scale's count holds"
+    assert {w.code for w in policy.workers()} == {"code-b"}
 
 
 def test_a_restarted_coordinator_goes_on_with_an_upgrade_under_way() -> None:

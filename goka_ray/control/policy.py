@@ -57,7 +57,8 @@ standbys, or when the autoscaler, :mod:`goka_ray.control.autoscaling`, changed t
 - An actor is replaced only when it is dead, or silent for HUNG_AFTER_MISSES rounds while Ray
   reports it placed; waiting for placement never counts as a miss or a restart.
 - Every actor spawned after an upgrade started runs the group's new code; an upgrade step
-  starts only when no move is under way, and scales wait for upgrades and upgrades for scales.
+  starts only when no move is under way (an upgrade asked for during a scale starts once its
+  moves are done); a scale is refused while an upgrade runs, and the autoscaler waits for it.
 """
 
 from __future__ import annotations
@@ -345,7 +346,7 @@ class CoordinatorPolicy:
             warnings=self.placement_warnings(),
             autoscaling=None if self.autoscaler is None else self.autoscaler.summary(workers),
             scaling=list(self.decisions),
-            code=self.code[:12],
+            code=self.code,
             waiting=waiting if self.pending() else None,
         )
 
@@ -502,18 +503,16 @@ class CoordinatorPolicy:
         releases them, the new one processes); None when every actor runs it already.
 
         Standbys running other code are replaced at once (a promoted standby processes with
-        its own code). GokaRayError unless the group is running (or upgrading: a newer code
-        then replaces the one being rolled out).
+        its own code). An upgrade that comes while a scale (the user's or the autoscaler's)
+        moves partitions starts once those moves are done. GokaRayError unless the group is
+        running, scaling or upgrading (a newer code then replaces the one being rolled out).
         """
-        if self.state not in (GroupState.RUNNING, GroupState.UPGRADING):
-            raise GokaRayError(
-                f"group {self.group} is {self.state}; upgrade it when it is running"
-                + (" (wait until the scale is done)" if self.state is GroupState.SCALING else "")
-            )
+        if self.state not in (GroupState.RUNNING, GroupState.SCALING, GroupState.UPGRADING):
+            raise GokaRayError(f"group {self.group} is {self.state}; upgrade it when it is running")
         self.code = code
         if not self._outdated() and not self.upgrading:
             return None
-        logger.info("group %s: upgrading to code %s", self.group, code[:12])
+        logger.info("group %s: upgrading to code %s", self.group, code)
         self.state = GroupState.UPGRADING
         actions: list[Action] = []
         for standby in [a for a in self.actors.values() if a.role is Role.STANDBY]:
@@ -532,7 +531,7 @@ class CoordinatorPolicy:
             return []
         outdated = self._outdated()
         if not outdated:
-            logger.info("group %s: every partition runs code %s", self.group, self.code[:12])
+            logger.info("group %s: every partition runs code %s", self.group, self.code)
             self.state = GroupState.RUNNING
             return []
         old = outdated[0]

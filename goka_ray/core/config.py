@@ -28,6 +28,7 @@ their path and what is allowed.
         coordinator_node: head              # head | any | a Ray node id (hex)
         autoscaling: null                   # or {min_actors, max_actors, target_lag_per_partition,
                                             #     upscale_delay_s, downscale_delay_s}
+        on_insufficient_resources: fail     # fail | wait, when the actors do not fit the cluster
     views:
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
@@ -140,6 +141,10 @@ class GroupConfig:
     coordinator_node: str = "head"
     #: lag-driven autoscaling of the actor count (None: the count is fixed by the config)
     autoscaling: AutoscalingConfig | None = None
+    #: a start, scale or upgrade whose actors do not fit the cluster's free resources:
+    #: ``fail`` at once, saying what is missing, or ``wait`` for them (the actors show as
+    #: ``pending``; for clusters that add nodes on demand)
+    on_insufficient_resources: Literal["fail", "wait"] = "fail"
 
     def __post_init__(self) -> None:
         _positive(self.partitions_per_actor, "partitions_per_actor")
@@ -165,6 +170,7 @@ class GroupConfig:
             "partitioner",
             "placement",
             "topic_config_mismatch",
+            "on_insufficient_resources",
         ):
             _one_of(self, name)
         if isinstance(self.autoscaling, Mapping):

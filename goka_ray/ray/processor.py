@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from goka_ray.control.status import Assignment, GroupStatus
 from goka_ray.core.config import Config
+from goka_ray.core.fingerprint import fingerprint
 from goka_ray.core.graph import GroupGraph
-from goka_ray.errors import GokaRayError
+from goka_ray.errors import CodeChangedError, ConfigError, GokaRayError
 from goka_ray.ray import remote
 from goka_ray.ray.cluster import ensure_ray
 
@@ -31,7 +32,10 @@ class Processor:
         p.scale(actors=4)
         p.stop()
 
-    ``start()`` attaches to the group if it already runs in the cluster (any driver).
+    ``start()`` attaches to the group if it already runs in the cluster (any driver) with
+    the same graph and code (the same :mod:`fingerprint <goka_ray.core.fingerprint>`), and
+    raises :class:`~goka_ray.errors.CodeChangedError` if it runs other code; ``upgrade(graph)``
+    moves a running group to new code live.
     """
 
     def __init__(
@@ -101,6 +105,10 @@ class Processor:
         With ``create_topics: true`` in the group's config, missing input topics are created
         first (``TopicManager.ensure_inputs``). Raises what the coordinator raised: TopicError
         (missing or not co-partitioned topics), BrokerError, ConfigError.
+        Also CodeChangedError (the running group is left as it is; this handle stays
+        attached, so :meth:`upgrade` can follow) if the group runs with another graph or
+        other code, and InsufficientResourcesError if its actors do not fit the cluster's
+        free resources (naming what is missing).
         """
         import ray
 
@@ -119,7 +127,14 @@ class Processor:
             with TopicManager(self.brokers) as topics:
                 topics.ensure_inputs(self.graph, cfg.partitions)
         ensure_ray(self.config.namespace)
-        spec = GroupSpec(self.brokers, self.graph, self.config, on_rebalance=self.on_rebalance)
+        given = fingerprint(self.graph)
+        spec = GroupSpec(
+            self.brokers,
+            self.graph,
+            self.config,
+            on_rebalance=self.on_rebalance,
+            fingerprint=given,
+        )
         self._coordinator = (
             ray.remote(GroupCoordinator)
             .options(
@@ -135,7 +150,9 @@ class Processor:
             .remote(spec)
         )
         try:
-            partitions = remote.get(self._coordinator.start.remote(), timeout=timeout)
+            partitions = remote.get(self._coordinator.start.remote(given), timeout=timeout)
+        except CodeChangedError:
+            raise  # the group runs on with its code: keep the coordinator
         except GokaRayError:
             self._kill_coordinator()
             raise
@@ -171,6 +188,48 @@ class Processor:
         if moved:
             self.config = self.config.with_group(self.group, **changes)
         return moved
+
+    def upgrade(self, graph: GroupGraph, *, wait: bool = True, timeout: float = 600.0) -> bool:
+        """Move the running group to ``graph`` (new code, same group name) live: one actor
+        at a time, a new actor running the new code recovers its partitions, the old one
+        finishes its batch and commits, then the new one goes on from the committed offsets
+        (the hand-over of a live scale: no message lost, none applied twice).
+
+        Returns False if the group runs this code already. With ``wait``, blocks until every
+        partition runs the new code (TimeoutError after ``timeout`` seconds). Raises
+        UpgradeError (nothing changed) if the new graph changes the table's codec, adds or
+        drops the table, or names topics with other partition counts, and
+        InsufficientResourcesError if one more actor does not fit the cluster.
+        """
+        if graph.group != self.group:
+            raise ConfigError(
+                f"the graph is group {graph.group!r}, this processor {self.group!r}; an "
+                "upgrade keeps the group's name"
+            )
+        given = fingerprint(graph)
+        started: bool = remote.get(self._handle().upgrade.remote(graph, given), timeout=120)
+        self.graph = graph
+        if started and wait:
+            self.wait_upgraded(given.short, timeout)
+        return started
+
+    def wait_upgraded(self, code: str, timeout: float = 600.0) -> GroupStatus:
+        """Block until every partition runs code ``code`` (a fingerprint's ``short``)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            status = self.status()
+            if status.state == "failed":
+                self._raise_failure()
+            done = status.ready and all(p.code == code for p in status.partitions)
+            if status.state == "running" and done:
+                return status
+            if time.monotonic() > deadline:
+                on = sum(p.code == code for p in status.partitions)
+                raise TimeoutError(
+                    f"group {self.group} not upgraded to code {code} within {timeout}s "
+                    f"({on} of {len(status.partitions)} partitions run it; group {status.state})"
+                )
+            time.sleep(0.2)
 
     def wait_scaled(self, timeout: float = 120.0) -> GroupStatus:
         """Block until a scale has finished and every partition runs again."""
