@@ -154,16 +154,21 @@ def explain(group: str, short: Shortfall, action: str) -> str:
     """The error message for a group that cannot ``action`` ("start", "scale"...): what is
     asked, what is free, and what to do."""
     r = short.resource
+    actors = (
+        "the partition actor to start asks"
+        if short.actors == 1
+        else (f"the {short.actors} partition actors to start ask")
+    )
     asked_line = (
-        f"group {group!r} cannot {action}: the {short.actors} partition actors to start ask "
+        f"group {group!r} cannot {action}: {actors} "
         f"for {_amount(r, short.each)} each ({_amount(r, short.each * short.actors)} in all), "
         f"but the Ray cluster has {_amount(r, short.free)} free "
         f"(of {_amount(r, short.total)}; at most {_amount(r, short.largest_free)} on one node), "
         f"enough for {short.placeable} of them."
     )
+    fixes = []
     if action == "scale":
         asked_line += " A live scale starts every new actor before the old ones hand over."
-    fixes = []
     if short.suggested_num_cpus is not None:
         fixes.append(f"ask less per actor (num_cpus: {short.suggested_num_cpus:g} would fit)")
     elif r == "CPU":
@@ -176,9 +181,13 @@ def explain(group: str, short: Shortfall, action: str) -> str:
             "stop what holds the rest (other groups, views: `goka-ray status` lists the groups)"
         )
     fixes.append("add nodes")
+    if action == "scale":
+        fixes.append("or stop the group and start it with the new settings")
+    todo = "; ".join(fixes)
     return (
-        f"{asked_line} {'; '.join(fixes)}. On a cluster that adds nodes on demand (the Ray "
-        "autoscaler), set on_insufficient_resources: wait to start anyway and wait for them."
+        f"{asked_line} {todo[0].upper()}{todo[1:]}. On a cluster that adds nodes on demand "
+        "(the Ray autoscaler), set on_insufficient_resources: wait to start anyway and wait "
+        "for them."
     )
 
 
