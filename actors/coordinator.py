@@ -60,7 +60,7 @@ from goka_ray.control.actions import (
     Role,
     Spawn,
 )
-from goka_ray.control.admission import explain, explain_pending, shortfall
+from goka_ray.control.admission import explain, explain_pending, shortfall, wait_for_fit
 from goka_ray.control.fencing import LEASE_DURATION, EpochTable
 from goka_ray.control.names import coordinator_name, standby_prefix, worker_prefix
 from goka_ray.control.policy import CoordinatorPolicy
@@ -227,16 +227,9 @@ class GroupCoordinator:
         """Raise InsufficientResourcesError unless ``demand`` fits the free resources (waiting
         up to ADMISSION_GRACE for resources being freed), or only log it if ``policy`` (the
         group's ``on_insufficient_resources`` by default) is ``wait``."""
-        if not demand:
+        short = wait_for_fit(demand, self.actors.capacity, ADMISSION_GRACE)
+        if short is None:
             return
-        deadline = time.monotonic() + ADMISSION_GRACE
-        while True:
-            short = shortfall(demand, self.actors.capacity())
-            if short is None:
-                return
-            if not short.fits_empty_cluster or time.monotonic() >= deadline:
-                break
-            time.sleep(0.5)
         message = explain(self.group, short, action)
         if (policy or self.config.group(self.group).on_insufficient_resources) == "wait":
             logger.warning("%s; waiting for them (on_insufficient_resources: wait)", message)

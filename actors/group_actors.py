@@ -53,7 +53,7 @@ from goka_ray.control.totals import Counts
 from goka_ray.core.fingerprint import GraphFingerprint
 from goka_ray.core.graph import GroupGraph
 
-__all__ = ["GroupActors"]
+__all__ = ["GroupActors", "cluster_capacity"]
 
 logger = logging.getLogger(__name__)
 
@@ -198,15 +198,7 @@ class GroupActors:
 
     def capacity(self) -> list[NodeCapacity]:
         """Every live node's total and free resources, as Ray's GCS last heard them."""
-        from ray._private.state import state
-
-        alive = self.alive_nodes()
-        total = state.total_resources_per_node()
-        free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
-        return [
-            NodeCapacity(node, dict(total.get(node, {})), dict(free.get(node, {})))
-            for node in sorted(alive)
-        ]
+        return cluster_capacity()
 
     # -- creating and finding -----------------------------------------------------------------
 
@@ -530,6 +522,20 @@ def _raylet_answers(host: str, port: int) -> bool:
             return True
     except OSError:
         return False
+
+
+def cluster_capacity() -> list[NodeCapacity]:
+    """Every live node's total and free resources (``{"CPU": 2.0, "memory": ...}``), as
+    Ray's GCS last heard them from the nodes (within about a second)."""
+    from ray._private.state import state
+
+    nodes: list[dict[str, Any]] = ray.nodes()  # type: ignore[no-untyped-call]
+    alive = sorted(n["NodeID"] for n in nodes if n.get("Alive"))
+    total = state.total_resources_per_node()
+    free = state.available_resources_per_node()  # type: ignore[no-untyped-call]
+    return [
+        NodeCapacity(node, dict(total.get(node, {})), dict(free.get(node, {}))) for node in alive
+    ]
 
 
 def _gcs() -> Any:

@@ -3,7 +3,14 @@
 from __future__ import annotations
 
 from goka_ray.control.actions import ActorResources
-from goka_ray.control.admission import NodeCapacity, explain, explain_pending, shortfall
+from goka_ray.control.admission import (
+    NodeCapacity,
+    explain,
+    explain_pending,
+    explain_view,
+    shortfall,
+    wait_for_fit,
+)
 
 GIB = 2**30
 
@@ -81,3 +88,36 @@ def test_why_actors_are_pending() -> None:
         "actors, or add nodes"
     )
     assert explain_pending(2, None) == "2 actors wait for Ray to start them"
+
+
+def test_resources_being_freed_are_waited_for_a_grace_but_an_impossible_ask_is_not() -> None:
+    now = [0.0]
+    frees = iter([0.1, 0.1, 1.0])  # a stopped group's actors release their CPUs
+
+    def freeing() -> list[NodeCapacity]:
+        return [node("a", 2, next(frees))]
+
+    def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    fits = wait_for_fit(actors(2, 0.25), freeing, 5.0, clock=lambda: now[0], sleep=sleep)
+    assert fits is None and now[0] == 1.0
+
+    now[0] = 0.0
+    never = wait_for_fit(
+        actors(1, 4), lambda: [node("a", 2, 2)], 5.0, clock=lambda: now[0], sleep=sleep
+    )
+    assert never is not None and not never.fits_empty_cluster and now[0] == 0.0
+
+    held = wait_for_fit(
+        actors(2, 0.25), lambda: [node("a", 2, 0.1)], 5.0, clock=lambda: now[0], sleep=sleep
+    )
+    assert held is not None and held.fits_empty_cluster and now[0] == 5.0
+
+
+def test_a_view_that_does_not_fit_says_so_in_view_terms() -> None:
+    short = shortfall(actors(2, 0.1), [node("a", 1, 0.05)])
+    assert short is not None
+    message = explain_view("clicks-table", short)
+    assert message.startswith("the view of 'clicks-table' cannot start: the 2 view actors")
+    assert "views.clicks-table.num_cpus" in message and "fewer replicas" in message

@@ -52,7 +52,13 @@ def versioned(group: str, topic: str, version: str, table_codec: object = None) 
 
 @pytest.fixture(scope="module")
 def ray_local():  # type: ignore[no-untyped-def]
-    ray.init(num_cpus=2, include_dashboard=False, namespace=NAMESPACE, log_to_driver=False)
+    ray.init(
+        address="local",
+        num_cpus=2,
+        include_dashboard=False,
+        namespace=NAMESPACE,
+        log_to_driver=False,
+    )
     yield
     ray.shutdown()
 

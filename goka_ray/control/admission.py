@@ -20,12 +20,21 @@ Invariants: pure functions of their arguments; amounts are Ray's units (CPUs, by
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from goka_ray.control.actions import ActorResources
 
-__all__ = ["NodeCapacity", "Shortfall", "explain", "explain_pending", "shortfall"]
+__all__ = [
+    "NodeCapacity",
+    "Shortfall",
+    "explain",
+    "explain_pending",
+    "explain_view",
+    "shortfall",
+    "wait_for_fit",
+]
 
 #: the resources goka-ray asks Ray for (``num_cpus``, ``memory``), in the order reported
 RESOURCES = ("CPU", "memory")
@@ -94,6 +103,26 @@ def shortfall(demand: Sequence[ActorResources], nodes: Sequence[NodeCapacity]) -
     )
 
 
+def wait_for_fit(
+    demand: Sequence[ActorResources],
+    capacity: Callable[[], Sequence[NodeCapacity]],
+    grace: float,
+    *,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], object] = time.sleep,
+    interval: float = 0.5,
+) -> Shortfall | None:
+    """None once ``demand`` fits what ``capacity()`` reports free; else the shortfall, at once
+    if it would not fit even an empty cluster, or after ``grace`` seconds (resources of actors
+    killed a moment ago are freed within about a second)."""
+    deadline = clock() + grace
+    while True:
+        short = shortfall(demand, capacity())
+        if short is None or not short.fits_empty_cluster or clock() >= deadline:
+            return short
+        sleep(interval)
+
+
 def _place(asks: Sequence[Mapping[str, float]], free: list[dict[str, float]]) -> int:
     """How many of ``asks`` fit, each on the node with the most free CPU that holds it."""
     placed = 0
@@ -151,38 +180,69 @@ def _amount(resource: str, value: float) -> str:
 
 
 def explain(group: str, short: Shortfall, action: str) -> str:
-    """The error message for a group that cannot ``action`` ("start", "scale"...): what is
-    asked, what is free, and what to do."""
+    """The error message for a group that cannot ``action`` ("start", "scale", "upgrade"):
+    what is asked, what is free, and what to do."""
+    scale = action == "scale"
+    return _explain(
+        f"group {group!r} cannot {action}",
+        "partition actor",
+        short,
+        fewer="use fewer actors (actors: N, or a larger partitions_per_actor)",
+        stop_others="other groups, views: `goka-ray status` lists the groups",
+        note=" A live scale starts every new actor before the old ones hand over." if scale else "",
+        last="or stop the group and start it with the new settings" if scale else "",
+    )
+
+
+def explain_view(table: str, short: Shortfall) -> str:
+    """The error message for view actors of ``table`` that do not fit."""
+    return _explain(
+        f"the view of {table!r} cannot start",
+        "view actor",
+        short,
+        fewer=f"use fewer replicas (views: {{{table}: {{replicas: N}}}})",
+        stop_others="groups, other views",
+        setting=f"views.{table}.num_cpus",
+    )
+
+
+def _explain(
+    subject: str,
+    noun: str,
+    short: Shortfall,
+    *,
+    fewer: str,
+    stop_others: str,
+    note: str = "",
+    last: str = "",
+    setting: str = "num_cpus",
+) -> str:
     r = short.resource
     actors = (
-        "the partition actor to start asks"
+        f"the {noun} to start asks"
         if short.actors == 1
-        else (f"the {short.actors} partition actors to start ask")
+        else (f"the {short.actors} {noun}s to start ask")
     )
     asked_line = (
-        f"group {group!r} cannot {action}: {actors} "
-        f"for {_amount(r, short.each)} each ({_amount(r, short.each * short.actors)} in all), "
-        f"but the Ray cluster has {_amount(r, short.free)} free "
-        f"(of {_amount(r, short.total)}; at most {_amount(r, short.largest_free)} on one node), "
-        f"enough for {short.placeable} of them."
+        f"{subject}: {actors} for {_amount(r, short.each)} each "
+        f"({_amount(r, short.each * short.actors)} in all), but the Ray cluster has "
+        f"{_amount(r, short.free)} free (of {_amount(r, short.total)}; at most "
+        f"{_amount(r, short.largest_free)} on one node), enough for {short.placeable} of "
+        f"them.{note}"
     )
     fixes = []
-    if action == "scale":
-        asked_line += " A live scale starts every new actor before the old ones hand over."
     if short.suggested_num_cpus is not None:
-        fixes.append(f"ask less per actor (num_cpus: {short.suggested_num_cpus:g} would fit)")
+        fixes.append(f"ask less per actor ({setting}: {short.suggested_num_cpus:g} would fit)")
     elif r == "CPU":
-        fixes.append("ask less per actor (num_cpus)")
+        fixes.append(f"ask less per actor ({setting})")
     else:
         fixes.append("ask less memory per actor (memory)")
-    fixes.append("use fewer actors (actors: N, or a larger partitions_per_actor)")
+    fixes.append(fewer)
     if short.fits_empty_cluster:
-        fixes.append(
-            "stop what holds the rest (other groups, views: `goka-ray status` lists the groups)"
-        )
+        fixes.append(f"stop what holds the rest ({stop_others})")
     fixes.append("add nodes")
-    if action == "scale":
-        fixes.append("or stop the group and start it with the new settings")
+    if last:
+        fixes.append(last)
     todo = "; ".join(fixes)
     return (
         f"{asked_line} {todo[0].upper()}{todo[1:]}. On a cluster that adds nodes on demand "

@@ -33,6 +33,7 @@ their path and what is allowed.
       clicks-table:
         replicas: 1                         # actors, each serving a range of partitions
         num_cpus: 0.1
+        on_insufficient_resources: fail     # fail | wait, when the actors do not fit
 """
 
 from __future__ import annotations
@@ -184,9 +185,15 @@ class ViewConfig:
 
     replicas: int = 1
     num_cpus: float = 0.1
+    #: view actors that do not fit the cluster's free resources: ``fail`` the start at once,
+    #: or ``wait`` for them
+    on_insufficient_resources: Literal["fail", "wait"] = "fail"
 
     def __post_init__(self) -> None:
         _positive(self.replicas, "replicas")
+        if self.num_cpus < 0:
+            raise ConfigError(f"num_cpus={self.num_cpus}: use a number >= 0")
+        _one_of(self, "on_insufficient_resources")
 
 
 def _default_storage_dir() -> str:

@@ -38,7 +38,7 @@ from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partitioner import MURMUR2, Partitioner, partitions_of
 from goka_ray.core.tables import UpdateCallback
 from goka_ray.core.views import STATES, ViewObserver, ViewStatus, state_rank
-from goka_ray.errors import GokaRayError, TopicError
+from goka_ray.errors import GokaRayError, InsufficientResourcesError, TopicError
 from goka_ray.ray import remote
 
 __all__ = ["View", "ViewObserver"]
@@ -99,6 +99,7 @@ class View:
             )
         cfg = self.config.view(self.table)
         plan = plan_actors(partitions, actors=cfg.replicas)
+        self._admit(len(plan))
         spec = ViewSpec(self.brokers, self.table, self.config.consumer_config(), self.update)
         actors = []
         owner = [0] * partitions
@@ -122,6 +123,31 @@ class View:
                 owner[p] = i
         self._actors, self._owner = actors, owner
         return self
+
+    def _admit(self, replicas: int) -> None:
+        """InsufficientResourcesError if the view actors not running yet do not fit the
+        cluster's free resources (unless the view's on_insufficient_resources is wait)."""
+        import ray
+
+        from goka_ray.actors.group_actors import cluster_capacity
+        from goka_ray.control.actions import ActorResources
+        from goka_ray.control.admission import explain_view, wait_for_fit
+
+        cfg = self.config.view(self.table)
+        names = ray.util.list_named_actors(all_namespaces=True)
+        running = {n["name"] for n in names if n.get("namespace") == self.config.namespace}
+        new = [
+            i for i in range(replicas) if view_actor_name(self.table, i, replicas) not in running
+        ]
+        demand = [ActorResources(cfg.num_cpus)] * len(new)
+        short = wait_for_fit(demand, cluster_capacity, grace=5.0)
+        if short is None:
+            return
+        message = explain_view(self.table, short)
+        if cfg.on_insufficient_resources == "wait":
+            logger.warning("%s; waiting for them (on_insufficient_resources: wait)", message)
+            return
+        raise InsufficientResourcesError(message)
 
     def _require(self) -> list[Any]:
         if not self._actors:
