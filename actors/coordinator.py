@@ -209,13 +209,21 @@ class GroupCoordinator:
 
     def _code_changed(self, given: GraphFingerprint) -> CodeChangedError:
         changes = self.fingerprint.changes(given) or ["code outside the graph's edges"]
+        if self.policy.failed:
+            todo = (
+                f"The group has failed ({self.policy.error}): stop it (`goka-ray stop "
+                f"{self.group}`) and run it again with the new code."
+            )
+        else:
+            todo = (
+                "Nothing was changed: the group goes on with its code. To move it to the new "
+                "code live, one actor at a time with no message lost or applied twice: "
+                "`goka-ray run MODULE:GRAPH --upgrade` or Processor.upgrade(graph). To start "
+                f"over: `goka-ray stop {self.group}`, then run it again."
+            )
         return CodeChangedError(
             f"group {self.group!r} runs other code (code {self.fingerprint.short}; the graph "
-            f"given is code {given.short}): {', '.join(changes)}. Nothing was changed: the "
-            "group goes on with its code. To move it to the new code live, one actor at a "
-            "time with no message lost or applied twice: `goka-ray run MODULE:GRAPH "
-            f"--upgrade` or Processor.upgrade(graph). To start over: `goka-ray stop "
-            f"{self.group}`, then run it again.",
+            f"given is code {given.short}): {', '.join(changes)}. {todo}",
             running=self.fingerprint.short,
             given=given.short,
             changes=tuple(changes),

@@ -223,9 +223,13 @@ def _explain(
         if short.actors == 1
         else (f"the {short.actors} {noun}s to start ask")
     )
+    each = (
+        f"{_amount(r, short.each)} each ({_amount(r, short.each * short.actors)} in all)"
+        if short.actors > 1
+        else _amount(r, short.each)
+    )
     asked_line = (
-        f"{subject}: {actors} for {_amount(r, short.each)} each "
-        f"({_amount(r, short.each * short.actors)} in all), but the Ray cluster has "
+        f"{subject}: {actors} for {each}, but the Ray cluster has "
         f"{_amount(r, short.free)} free (of {_amount(r, short.total)}; at most "
         f"{_amount(r, short.largest_free)} on one node), enough for {short.placeable} of "
         f"them.{note}"

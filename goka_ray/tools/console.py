@@ -25,6 +25,8 @@ _STATE_STYLE = {
     "recovered": "yellow",
     "starting": "yellow",
     "scaling": "yellow",
+    "upgrading": "yellow",
+    "pending": "bold yellow",
     "failed": "bold red",
     "lost": "red",
     "stopped": "dim",
@@ -87,9 +89,10 @@ def _cells(p: PartitionStatus) -> dict[str, str]:
 
 def _build(status: GroupStatus, columns: list[str], hidden: list[str]) -> Table:
     on = f" on {status.actors} actors" if status.actors else ""
+    code = f", code {status.code}" if status.code else ""
     table = Table(
         title=f"group {status.group}: {status.state}{on}  (keys {status.keys:,}, "
-        f"lag {status.lag:,})",
+        f"lag {status.lag:,}{code})",
         title_justify="left",
     )
     for name in columns:
@@ -100,6 +103,11 @@ def _build(status: GroupStatus, columns: list[str], hidden: list[str]) -> Table:
     notes = []
     if status.error:
         notes.append(f"[red]error: {escape(status.error)}[/]")
+    if status.waiting:
+        notes.append(f"[yellow]waiting: {escape(status.waiting)}[/]")
+    if status.state == "upgrading":
+        done = sum(p.code == status.code for p in status.partitions)
+        notes.append(f"upgrading to code {status.code}: {done} of {len(status.partitions)} on it")
     notes += [f"[yellow]warning: {escape(w)}[/]" for w in status.warnings]
     if status.autoscaling:
         notes.append(f"autoscaling: {escape(status.autoscaling)}")

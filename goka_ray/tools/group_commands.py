@@ -119,8 +119,7 @@ def _cmd_run(args: argparse.Namespace, out: Console) -> int:
     else:
         _connect(args, out, config.namespace, changes=True)
     processor = Processor(brokers, graph, config)
-    processor.start()
-    _wait_with_progress(processor, args.timeout)
+    _start_or_upgrade(processor, graph, args, out)
     if not (local or args.wait):
         out.print(status_table(processor.status(), out.width))
         out.print(
@@ -165,29 +164,59 @@ def _follow(processor: Any, out: Console, interval: float) -> Any:
         status = processor.status()
 
 
-def _wait_with_progress(processor: Any, timeout: float) -> None:
-    """Block until every partition runs, with a progress bar over recovering partitions."""
+def _start_or_upgrade(processor: Any, graph: Any, args: argparse.Namespace, out: Console) -> None:
+    """Start the group, or attach to it if it runs this code; with ``--upgrade``, move a group
+    that runs other code to this code live (without it: CodeChangedError, nothing changes)."""
+    from goka_ray.core.fingerprint import fingerprint
+    from goka_ray.errors import CodeChangedError
+
+    try:
+        processor.start()
+    except CodeChangedError as exc:
+        if not args.upgrade:
+            raise
+        code = fingerprint(graph).short
+        out.print(
+            f"group {graph.group} runs code {exc.running}; upgrading it to code {code} "
+            f"({', '.join(exc.changes)}), one actor at a time",
+            soft_wrap=True,
+        )
+        processor.upgrade(graph, wait=False)
+        _wait_with_progress(processor, args.timeout, code=code)
+        return
+    _wait_with_progress(processor, args.timeout)
+
+
+def _wait_with_progress(processor: Any, timeout: float, code: str | None = None) -> None:
+    """Block until every partition runs (on ``code`` while upgrading), with a progress bar;
+    says why actors are pending when Ray cannot place them."""
     from tqdm import tqdm
 
     deadline = time.monotonic() + timeout
     # on a terminal the bar moves; in a log (piped) a line every 5 s at most
     every = 0.1 if sys.stderr.isatty() else 5.0
-    with tqdm(desc="partitions ready", unit="partition", file=sys.stderr, mininterval=every) as bar:
+    desc = "partitions ready" if code is None else f"partitions on code {code}"
+    waiting = None
+    with tqdm(desc=desc, unit="partition", file=sys.stderr, mininterval=every) as bar:
         while True:
             status = processor.status()
             if status.state == "failed":
                 processor.wait(timeout=5)
             bar.total = len(status.partitions)
-            running = sum(p.state == "running" for p in status.partitions)
+            done = [p.state == "running" and code in (None, p.code) for p in status.partitions]
             recovered = sum(p.recovered for p in status.partitions)
             bar.set_postfix(recovered_records=f"{recovered:,}", refresh=False)
-            bar.update(running - bar.n)
-            if status.ready:
+            bar.update(sum(done) - bar.n)
+            if status.waiting and status.waiting != waiting:
+                bar.write(f"group {processor.group}: {status.waiting}", file=sys.stderr)
+            waiting = status.waiting
+            if status.ready and all(done) and status.state == "running":
                 return
             if time.monotonic() > deadline:
+                why = f"; {status.waiting}" if status.waiting else ""
                 raise TimeoutError(
                     f"group {processor.group} not ready after {timeout:g}s; "
-                    f"states: {[p.state for p in status.partitions]}"
+                    f"states: {[p.state for p in status.partitions]}{why}"
                 )
             time.sleep(0.25)
 
@@ -375,10 +404,14 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         help="start a processor group (MODULE:GRAPH) on the cluster",
         description="Start a processor group. On a running Ray cluster it returns once every "
         "partition is recovered and the group keeps running; with no cluster named it starts a "
-        "local Ray and stays in the foreground (Ctrl-C stops the group).",
+        "local Ray and stays in the foreground (Ctrl-C stops the group). A group that runs "
+        "already is attached to if it runs this graph and code; if it runs other code, run "
+        "says what changed and changes nothing, unless --upgrade. A group whose actors do not "
+        "fit the cluster's free resources fails at once, naming what is missing.",
         examples=[
             "goka-ray run myapp.flows:counter --config goka.yaml",
             "goka-ray run goka_ray.examples:click_counter --brokers 127.0.0.1:9092 --wait",
+            "goka-ray run myapp.flows:counter --config goka.yaml --upgrade",
         ],
         common=common,
     )
@@ -396,6 +429,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         "--wait",
         action="store_true",
         help="stay in the foreground showing the status; Ctrl-C stops the group",
+    )
+    p.add_argument(
+        "--upgrade",
+        action="store_true",
+        help="if the group runs other code, move it to this code live: one actor at a time, "
+        "a new actor recovers its partitions and the old one hands them over (without it, "
+        "run refuses to attach to a group that runs other code)",
     )
     p.add_argument(
         "--interval",

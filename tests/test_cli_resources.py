@@ -1,0 +1,264 @@
+"""Groups on a small cluster and changed code, as a user meets them: a `ray start --head` node
+with 1 CPU, every `goka-ray` command a process of its own.
+
+The issue's case: a second group whose actors Ray could not place was "hung; replacing it"
+until max_restarts failed it, because view actors a `get` had started held CPUs. Now `get`
+removes its views, a start that does not fit fails at once naming the resource, a group told
+to wait shows its actors as pending (never restarted), and `run` with edited code refuses to
+attach unless `--upgrade`, which moves the group to the new code with exact counts.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from kafka_helpers import produce_clicks, wait_until
+
+from goka_ray.kafka.topics import TopicManager
+
+NAMESPACE = "goka-ray-resource-tests"
+PARTITIONS = 2
+
+APP = """
+from goka_ray import Input, Persist, codecs, define_group
+
+def count(ctx, msg):
+    ctx.set_value((ctx.value() or 0) + 1)
+
+def graph():
+    return define_group("{group}", Input("{topic}", codecs.String(), count), Persist(codecs.Int()))
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _bin(name: str) -> str:
+    return str(Path(sys.executable).parent / name)
+
+
+def _listening(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+@pytest.fixture(scope="module")
+def small_cluster() -> Iterator[dict[str, str]]:
+    """A Ray head node with 1 CPU (own temp dir), stopped with its process group.
+
+    Started again if it dies while coming up: on a loaded machine Ray's raylet gives up on
+    its metrics agent ("Timed out waiting for file metrics_agent_port") now and then."""
+    for _ in range(3):
+        temp = Path(tempfile.mkdtemp(prefix="grres", dir="/tmp"))
+        port = _free_port()
+        env = {**os.environ, "RAY_TMPDIR": str(temp)}
+        env.pop("RAY_ADDRESS", None)
+        head = subprocess.Popen(
+            [
+                _bin("ray"),
+                "start",
+                "--head",
+                "--block",
+                f"--port={port}",
+                "--node-ip-address=127.0.0.1",
+                "--num-cpus=1",
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                f"--temp-dir={temp}",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        try:
+            if _accepts_drivers(head, port, env):
+                yield {"address": f"127.0.0.1:{port}", "tmp": str(temp)}
+                return
+        finally:
+            _stop(head)
+    raise AssertionError("the Ray head did not come up in 3 attempts")
+
+
+def _stop(head: subprocess.Popen[bytes]) -> None:
+    """SIGTERM the head's process group (the GCS, raylet and workers), SIGKILL if it hangs."""
+    try:
+        os.killpg(head.pid, signal.SIGTERM)
+        head.wait(30)
+    except ProcessLookupError:
+        return  # every process of the group has ended
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+def _accepts_drivers(head: subprocess.Popen[bytes], port: int, env: dict[str, str]) -> bool:
+    """Whether the head accepts a driver (the GCS listens before the node is ready)."""
+    probe = f"from goka_ray.ray.cluster import connect; connect({NAMESPACE!r}, '127.0.0.1:{port}')"
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline and head.poll() is None:
+        if _listening(port):
+            done = subprocess.run(
+                [sys.executable, "-c", probe], env=env, capture_output=True, timeout=120
+            )
+            if done.returncode == 0:
+                return True
+        time.sleep(1)
+    return False
+
+
+class Cli:
+    def __init__(self, cluster: dict[str, str], cwd: Path, brokers: str) -> None:
+        self.address = cluster["address"]
+        self.cwd = cwd
+        self.brokers = brokers
+        self.env = {**os.environ, "RAY_TMPDIR": cluster["tmp"]}
+        self.env.pop("RAY_ADDRESS", None)
+
+    def __call__(self, *args: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        argv = [_bin("goka-ray"), "--address", self.address, "--namespace", NAMESPACE, *args]
+        proc = subprocess.run(
+            argv, cwd=self.cwd, env=self.env, capture_output=True, text=True, timeout=300
+        )
+        assert proc.returncode == code, f"goka-ray {args}: {proc.stdout}\n{proc.stderr}"
+        return proc
+
+    def app(self, name: str, group: str, topic: str, **settings: object) -> str:
+        """Write the module and config of a group; returns the config file's name."""
+        (self.cwd / f"{name}.py").write_text(APP.format(group=group, topic=topic))
+        lines = "".join(f"    {k}: {v}\n" for k, v in settings.items())
+        config = f"{name}.yaml"
+        (self.cwd / config).write_text(
+            f"brokers: {self.brokers}\n"
+            f"storage_dir: {self.cwd / 'data'}\n"
+            f"groups:\n  {group}:\n{lines}"
+        )
+        return config
+
+    def run(self, name: str, *more: str, code: int = 0) -> subprocess.CompletedProcess[str]:
+        return self(
+            "run", f"{name}:graph", "--config", f"{name}.yaml", "--timeout", "120", *more, code=code
+        )
+
+    def status(self, group: str) -> dict:  # type: ignore[type-arg]
+        return json.loads(self("status", group, "--json").stdout)
+
+
+def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
+    small_cluster: dict[str, str], kafka, unique: str, tmp_path: Path
+) -> None:
+    brokers = kafka.bootstrap_servers
+    cli = Cli(small_cluster, tmp_path, brokers)
+    groups = {n: (f"{unique}-{n}", f"{unique}-{n}-in") for n in ("one", "two", "big", "late")}
+    with TopicManager(brokers) as topics:
+        for _, topic in groups.values():
+            topics.ensure_stream(topic, PARTITIONS)
+
+    # 0.6 of the 1 CPU for the first group
+    cli.app("one", *groups["one"], actors=2, num_cpus=0.3)
+    cli.run("one")
+    truth, _ = produce_clicks(brokers, groups["one"][1], 600, users=12, seed=1)
+    group_one = groups["one"][0]
+    wait_until(
+        lambda: sum(p["processed"] for p in cli.status(group_one)["partitions"]) == 600,
+        120,
+        "600 clicks processed",
+    )
+    # reading through a view (0.1 CPU) must not keep that CPU once the command is done
+    user, count = truth.most_common(1)[0]
+    got = json.loads(cli("get", f"{group_one}-table", user, "--json").stdout)
+    assert got["value"] == count
+    # so the second group fits exactly what is left
+    cli.app("two", *groups["two"], actors=1, num_cpus=0.4)
+    cli.run("two")
+
+    # nothing left: a third group fails at once, saying what is missing and what to do
+    cli.app("big", *groups["big"], actors=2, num_cpus=0.25)
+    big = cli.run("big", code=2)
+    error = big.stderr.strip()
+    assert "\n" not in error, error
+    assert "InsufficientResourcesError" in error or "cannot start" in error
+    assert f"group '{groups['big'][0]}' cannot start" in error
+    assert "ask for 0.25 CPU each (0.5 CPU in all)" in error
+    assert "0 CPU free (of 1 CPU" in error
+    assert "fewer actors" in error and "add nodes" in error
+    assert "on_insufficient_resources: wait" in error
+    gone = cli("status", groups["big"][0], code=2)
+    assert "no processor group" in gone.stderr, "a refused start leaves no group behind"
+
+    # a group told to wait for resources: pending, never replaced, never restarted
+    late_group = groups["late"][0]
+    cli.app("late", *groups["late"], actors=1, num_cpus=0.3, on_insufficient_resources="wait")
+    waited = cli.run("late", "--timeout", "8", code=3)
+    assert "waits for resources: each asks 0.3 CPU" in waited.stderr
+    time.sleep(8)  # several status rounds: 3 unanswered ones would mean "hung" to the watch
+    late = cli.status(late_group)
+    assert [p["state"] for p in late["partitions"]] == ["pending"] * PARTITIONS
+    assert [p["restarts"] for p in late["partitions"]] == [0] * PARTITIONS
+    assert "1 actor waits for resources: each asks 0.3 CPU, the cluster has 0 CPU free" in (
+        late["waiting"] or ""
+    )
+    table = cli("status", late_group).stdout
+    assert "pending" in table and "waiting: 1 actor waits for resources" in table
+    # resources freed: the waiting actor is placed and runs; still no restart
+    cli("stop", groups["two"][0])
+    wait_until(lambda: cli.status(late_group)["state"] == "running", 90, "late group placed")
+    wait_until(
+        lambda: all(p["state"] == "running" for p in cli.status(late_group)["partitions"]),
+        90,
+        "late group running",
+    )
+    late = cli.status(late_group)
+    assert [p["restarts"] for p in late["partitions"]] == [0] * PARTITIONS
+    assert late["waiting"] is None
+
+    # the first group's code edited: `run` refuses to attach, and says how to replace it
+    module = tmp_path / "one.py"
+    module.write_text(
+        module.read_text().replace("(ctx.value() or 0) + 1", "1 + (ctx.value() or 0)")
+    )
+    before = cli.status(group_one)
+    refused = cli.run("one", code=2)
+    assert "runs other code" in refused.stderr
+    assert f"Input('{groups['one'][1]}') callback changed" in refused.stderr
+    assert "--upgrade" in refused.stderr and f"goka-ray stop {group_one}" in refused.stderr
+    assert cli.status(group_one)["code"] == before["code"], "nothing changed"
+    # an upgrade needs one more actor (0.3 CPU) while only 0.1 is free: refused, unchanged
+    short = cli.run("one", "--upgrade", code=2)
+    assert f"group '{group_one}' cannot upgrade" in short.stderr
+    assert "0.1 CPU free" in short.stderr
+    cli("stop", late_group)
+    more, _ = produce_clicks(brokers, groups["one"][1], 400, users=12, seed=2)
+    upgraded = cli.run("one", "--upgrade")
+    assert "upgrading it to" in upgraded.stdout
+    after = cli.status(group_one)
+    assert after["code"] != before["code"] and after["state"] == "running"
+    assert {p["code"] for p in after["partitions"]} == {after["code"]}
+    assert [p["restarts"] for p in after["partitions"]] == [0] * PARTITIONS
+    truth.update(more)
+    wait_until(
+        lambda: sum(p["processed"] for p in cli.status(group_one)["partitions"]) >= 1000,
+        120,
+        "1000 clicks processed",
+    )
+    processed = sum(p["processed"] for p in cli.status(group_one)["partitions"])
+    assert processed == 1000, "the totals survive the moves, and nothing was processed twice"
+    got = json.loads(cli("get", f"{group_one}-table", user, "--json").stdout)
+    assert got["value"] == truth[user]
+    cli("stop", group_one)
