@@ -20,7 +20,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+import urllib.request
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -182,8 +183,49 @@ def processed(group: str) -> int:
     return sum(p["processed"] for p in status(group)["partitions"])
 
 
+@pytest.fixture
+def monitor(small_cluster: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
+    """Starts `goka-ray monitor` (a process of its own) when called; returns a reader of its
+    /api/groups entry of a group."""
+    started: list[subprocess.Popen[bytes]] = []
+
+    def start() -> Callable[[str], dict]:  # type: ignore[type-arg]
+        port = _free_port()
+        env = {**os.environ, "RAY_TMPDIR": small_cluster["tmp"]}
+        env.pop("RAY_ADDRESS", None)
+        argv = [_bin("goka-ray"), "--address", small_cluster["address"], "--namespace"]
+        argv += [NAMESPACE, "monitor", "--port", str(port), "--refresh", "1"]
+        started.append(
+            subprocess.Popen(
+                argv,
+                cwd=tmp_path,
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        )
+        wait_until(lambda: _listening(port), timeout=60, what="monitor up")
+
+        def listed(group: str) -> dict:  # type: ignore[type-arg]
+            url = f"http://127.0.0.1:{port}/api/groups"
+            with urllib.request.urlopen(url, timeout=30) as resp:
+                return next(g for g in json.loads(resp.read()) if g["group"] == group)
+
+        return listed
+
+    yield start
+    for proc in started:
+        proc.terminate()
+        proc.wait(30)
+
+
 def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
-    small_cluster: dict[str, str], driver: None, kafka, unique: str, tmp_path: Path
+    small_cluster: dict[str, str],
+    driver: None,
+    monitor: Callable[[], Callable[[str], dict]],  # type: ignore[type-arg]
+    kafka,
+    unique: str,
+    tmp_path: Path,
 ) -> None:
     from goka_ray.ray.cluster import list_groups
 
@@ -236,6 +278,10 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     )
     table = cli("status", late_group).stdout
     assert "pending" in table and "waiting: 1 actor waits for resources" in table
+    # the web monitor says the same (it runs on until the end of the test)
+    listed = monitor()
+    wait_until(lambda: listed(late_group)["waiting"] is not None, 60, "the monitor's sample")
+    assert "1 actor waits for resources" in listed(late_group)["waiting"]
     # resources freed: the waiting actor is placed and runs; still no restart
     cli("stop", groups["two"][0])
     wait_until(lambda: running(late_group), 90, "late group placed and running")
@@ -275,6 +321,8 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     assert processed(group_one) == 1000, "totals survive the moves; nothing processed twice"
     got = json.loads(cli("get", f"{group_one}-table", user, "--json").stdout)
     assert got["value"] == truth[user]
+    wait_until(lambda: listed(group_one)["code"] == after["code"], 30, "the monitor's sample")
+    assert listed(group_one)["processed"] == 1000, "the monitor shows the totals too"
     cli("stop", group_one)
 
 

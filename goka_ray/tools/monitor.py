@@ -14,7 +14,7 @@ A sampler thread asks every group for its status every ``interval`` seconds and 
     GET /api/info                      -> {"namespace", "cluster", "version", "interval",
                                            "history", "updated", "error"}
     GET /api/groups                    -> [{"group", "state", "partitions", "keys", "lag",
-                                            "processed", "error"}]
+                                            "processed", "error", "code", "waiting"}]
     GET /api/groups/<group>            -> the group's full status (as GroupStatus)
     GET /api/groups/<group>/history    -> {"time": [...], "rate": {...}, "lag": {...}}
     GET /api/tables                    -> ["<group>-table", ...]
@@ -125,6 +125,8 @@ class ClusterBackend:
                 "lag": s.lag,
                 "processed": sum(p.processed for p in s.partitions),
                 "error": s.error,
+                "code": s.code,
+                "waiting": s.waiting,
             }
             for s in statuses
         ]
@@ -307,7 +309,10 @@ _PAGE = """<!doctype html>
  .badge { display: inline-block; padding: 0 .5em; border-radius: 3px; font-size: .85em;
           color: #fff; background: #888; vertical-align: middle; margin-left: .4em; }
  .badge.running { background: #197a2e; } .badge.failed { background: #b00020; }
- .badge.starting, .badge.scaling { background: #a06000; } .badge.stopped { background: #666; }
+ .badge.starting, .badge.scaling, .badge.upgrading { background: #a06000; }
+ .badge.stopped { background: #666; }
+ .waiting { border-left: 6px solid #a06000; background: #fff4e0; padding: .5em 1em;
+            margin: .5em 0 .8em; }
  .failure { border-left: 6px solid #b00020; background: #fdecea; padding: .7em 1em;
             margin: .5em 0 .8em; }
  .failure h3 { margin: 0 0 .3em; color: #b00020; font-size: 1em; }
@@ -327,7 +332,7 @@ _PAGE = """<!doctype html>
  td.l, th.l { text-align: left; }
  td.offsets { white-space: normal; word-break: break-all; max-width: 16em; }
  td.running { color: #197a2e; } td.failed, td.lost { color: #b00020; font-weight: 600; }
- td.recovering, td.recovered, td.starting { color: #a06000; }
+ td.recovering, td.recovered, td.starting, td.pending { color: #a06000; }
  td.err { color: #b00020; text-align: left; white-space: normal; min-width: 8em;
           max-width: 22em; }
  .note { color: #666; font-size: .88em; margin: .5em 0 0; }
@@ -423,10 +428,14 @@ function renderGroup(g, status, hist) {
     box.appendChild(el("pre", {class: "error-text"}, g.error || "no error recorded"));
     sec.appendChild(box);
   }
+  if (g.waiting) {
+    sec.appendChild(el("div", {class: "waiting", role: "status"}, "waiting: " + g.waiting));
+  }
   const rate = hist.rate.total.length ? hist.rate.total[hist.rate.total.length - 1] : null;
   sec.appendChild(el("p", {class: "summary"}, `${g.partitions} partitions on ` +
     `${status.actors} actors · ${fmt(g.keys)} keys` +
-    ` · lag ${fmt(g.lag)} · processed ${fmt(g.processed)} · ${fmt(rate)} msg/s now`));
+    ` · lag ${fmt(g.lag)} · processed ${fmt(g.processed)} · ${fmt(rate)} msg/s now` +
+    (g.code ? ` · code ${g.code}` : "")));
   for (const w of status.warnings || []) sec.appendChild(el("p", {class: "warning"}, w));
   if (status.autoscaling) {
     sec.appendChild(el("p", {class: "autoscaling"}, "autoscaling: " + status.autoscaling));
