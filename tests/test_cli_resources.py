@@ -4,8 +4,9 @@ with 1 CPU, every `goka-ray` command a process of its own.
 The issue's case: a second group whose actors Ray could not place was "hung; replacing it"
 until max_restarts failed it, because view actors a `get` had started held CPUs. Now `get`
 removes its views, a start that does not fit fails at once naming the resource, a group told
-to wait shows its actors as pending (never restarted), and `run` with edited code refuses to
-attach unless `--upgrade`, which moves the group to the new code with exact counts.
+to wait shows its actors as pending (never restarted) until a live scale to fewer CPUs places
+it, and `run` with edited code refuses to attach unless `--upgrade`, which moves the group to
+the new code with exact counts (and is refused too while one more actor does not fit).
 """
 
 from __future__ import annotations
@@ -282,12 +283,15 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     listed = monitor()
     wait_until(lambda: listed(late_group)["waiting"] is not None, 60, "the monitor's sample")
     assert "1 actor waits for resources" in listed(late_group)["waiting"]
-    # resources freed: the waiting actor is placed and runs; still no restart
-    cli("stop", groups["two"][0])
-    wait_until(lambda: running(late_group), 90, "late group placed and running")
+    # as the message says: ask less per actor. A live scale to 0 CPUs: the new actor fits,
+    # the move to the pending one is called off and that one removed; still no restart
+    pending_actor = late["partitions"][0]["actor_name"]
+    cli("scale", late_group, "--num-cpus", "0")
     late = status(late_group)
+    assert late["state"] == "running" and late["waiting"] is None
+    assert [p["state"] for p in late["partitions"]] == ["running"] * PARTITIONS
     assert [p["restarts"] for p in late["partitions"]] == [0] * PARTITIONS
-    assert late["waiting"] is None
+    assert pending_actor not in {p["actor_name"] for p in late["partitions"]}
 
     # the first group's code edited: `run` refuses to attach, and says how to replace it
     module = tmp_path / "one.py"
@@ -301,11 +305,14 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     assert f"Input('{groups['one'][1]}') callback changed" in refused.stderr
     assert "--upgrade" in refused.stderr and f"goka-ray stop {group_one}" in refused.stderr
     assert status(group_one)["code"] == before["code"], "nothing changed"
-    # an upgrade needs one more actor (0.3 CPU) while only 0.1 is free: refused, unchanged
+    # an upgrade needs one more actor (0.3 CPU) while none is free: refused, unchanged
     short = cli.run("one", "--upgrade", code=2)
     assert f"group '{group_one}' cannot upgrade" in short.stderr
-    assert "0.1 CPU free" in short.stderr
-    cli("stop", late_group)
+    assert "the partition actor to start asks for 0.3 CPU, but the Ray cluster has 0 CPU free" in (
+        short.stderr
+    )
+    assert status(group_one)["code"] == before["code"]
+    cli("stop", groups["two"][0])
     more, _ = produce_clicks(brokers, groups["one"][1], 400, users=12, seed=2)
     started = time.monotonic()
     upgraded = cli.run("one", "--upgrade")
