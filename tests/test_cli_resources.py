@@ -24,6 +24,7 @@ import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kafka_helpers import produce_clicks, wait_until
@@ -184,51 +185,53 @@ def processed(group: str) -> int:
     return sum(p["processed"] for p in status(group)["partitions"])
 
 
+class Monitor:
+    """`goka-ray monitor` in a process of its own, read through its JSON API."""
+
+    def __init__(self, cluster: dict[str, str], cwd: Path) -> None:
+        self.port = _free_port()
+        env = {**os.environ, "RAY_TMPDIR": cluster["tmp"]}
+        env.pop("RAY_ADDRESS", None)
+        argv = [_bin("goka-ray"), "--address", cluster["address"], "--namespace", NAMESPACE]
+        argv += ["monitor", "--port", str(self.port), "--refresh", "1", "--view-idle", "2"]
+        self.proc = subprocess.Popen(
+            argv, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_until(lambda: _listening(self.port), timeout=60, what="monitor up")
+
+    def api(self, path: str) -> Any:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=90) as resp:
+            return json.loads(resp.read())
+
+    def group(self, name: str) -> dict:  # type: ignore[type-arg]
+        """The group's entry of /api/groups."""
+        return next(g for g in self.api("/api/groups") if g["group"] == name)
+
+
 @pytest.fixture
 def monitor(small_cluster: dict[str, str], tmp_path: Path):  # type: ignore[no-untyped-def]
-    """Starts `goka-ray monitor` (a process of its own) when called; returns a reader of its
-    /api/groups entry of a group."""
-    started: list[subprocess.Popen[bytes]] = []
+    """Starts a Monitor when called; ends it at teardown."""
+    started: list[Monitor] = []
 
-    def start() -> Callable[[str], dict]:  # type: ignore[type-arg]
-        port = _free_port()
-        env = {**os.environ, "RAY_TMPDIR": small_cluster["tmp"]}
-        env.pop("RAY_ADDRESS", None)
-        argv = [_bin("goka-ray"), "--address", small_cluster["address"], "--namespace"]
-        argv += [NAMESPACE, "monitor", "--port", str(port), "--refresh", "1"]
-        started.append(
-            subprocess.Popen(
-                argv,
-                cwd=tmp_path,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-        )
-        wait_until(lambda: _listening(port), timeout=60, what="monitor up")
-
-        def listed(group: str) -> dict:  # type: ignore[type-arg]
-            url = f"http://127.0.0.1:{port}/api/groups"
-            with urllib.request.urlopen(url, timeout=30) as resp:
-                return next(g for g in json.loads(resp.read()) if g["group"] == group)
-
-        return listed
+    def start() -> Monitor:
+        started.append(Monitor(small_cluster, tmp_path))
+        return started[-1]
 
     yield start
-    for proc in started:
-        proc.terminate()
-        proc.wait(30)
+    for m in started:
+        m.proc.terminate()
+        m.proc.wait(30)
 
 
 def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     small_cluster: dict[str, str],
     driver: None,
-    monitor: Callable[[], Callable[[str], dict]],  # type: ignore[type-arg]
+    monitor: Callable[[], Monitor],
     kafka,
     unique: str,
     tmp_path: Path,
 ) -> None:
-    from goka_ray.ray.cluster import list_groups
+    from goka_ray.ray.cluster import list_groups, list_views
 
     brokers = kafka.bootstrap_servers
     cli = Cli(small_cluster, tmp_path, brokers)
@@ -280,9 +283,9 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     table = cli("status", late_group).stdout
     assert "pending" in table and "waiting: 1 actor waits for resources" in table
     # the web monitor says the same (it runs on until the end of the test)
-    listed = monitor()
-    wait_until(lambda: listed(late_group)["waiting"] is not None, 60, "the monitor's sample")
-    assert "1 actor waits for resources" in listed(late_group)["waiting"]
+    web = monitor()
+    wait_until(lambda: web.group(late_group)["waiting"] is not None, 60, "the monitor's sample")
+    assert "1 actor waits for resources" in web.group(late_group)["waiting"]
     # as the message says: ask less per actor. A live scale to 0 CPUs: the new actor fits,
     # the move to the pending one is called off and that one removed; still no restart
     pending_actor = late["partitions"][0]["actor_name"]
@@ -328,8 +331,13 @@ def test_groups_on_a_one_cpu_cluster_and_an_edited_group(
     assert processed(group_one) == 1000, "totals survive the moves; nothing processed twice"
     got = json.loads(cli("get", f"{group_one}-table", user, "--json").stdout)
     assert got["value"] == truth[user]
-    wait_until(lambda: listed(group_one)["code"] == after["code"], 30, "the monitor's sample")
-    assert listed(group_one)["processed"] == 1000, "the monitor shows the totals too"
+    wait_until(lambda: web.group(group_one)["code"] == after["code"], 30, "the monitor's sample")
+    assert web.group(group_one)["processed"] == 1000, "the monitor shows the totals too"
+    # a key read in the monitor starts a view; it is removed once idle (--view-idle 2)
+    read = web.api(f"/api/tables/{group_one}-table/{user}")
+    assert read["value"] == truth[user]
+    assert f"{group_one}-table" in list_views(NAMESPACE)
+    wait_until(lambda: not list_views(NAMESPACE), 30, "the monitor's idle view removed")
     cli("stop", group_one)
 
 

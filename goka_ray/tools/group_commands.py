@@ -376,7 +376,12 @@ def _cmd_monitor(args: argparse.Namespace, out: Console) -> int:
     found = _connect(args, out, namespace, changes=True)
     try:
         server = serve(
-            namespace, host=args.host, port=args.port, cluster=found.address, interval=args.refresh
+            namespace,
+            host=args.host,
+            port=args.port,
+            cluster=found.address,
+            interval=args.refresh,
+            view_idle=args.view_idle,
         )
     except OSError as exc:
         raise ConfigError(
@@ -579,5 +584,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         default=2.0,
         metavar="SECONDS",
         help="seconds between status samples of every group (default 2)",
+    )
+    p.add_argument(
+        "--view-idle",
+        type=positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="view actors a key lookup had to start hold cluster resources: remove them this "
+        "many seconds after their last lookup (default 120), and when the monitor ends",
     )
     p.set_defaults(func=_cmd_monitor)

@@ -9,7 +9,10 @@ its recent decisions with their reasons, and a form that reads a key from any gr
 It says when it last heard from the cluster.
 
 A sampler thread asks every group for its status every ``interval`` seconds and keeps the last
-``history`` seconds (``goka_ray.control.history``); the page is a thin client of a JSON API:
+``history`` seconds (``goka_ray.control.history``). A key lookup reads through a View: view
+actors the monitor had to start for it hold cluster resources, so they are removed once no
+lookup used them for ``view_idle`` seconds, and when the monitor closes (view actors that ran
+already are used, never removed). The page is a thin client of a JSON API:
 
     GET /api/info                      -> {"namespace", "cluster", "version", "interval",
                                            "history", "updated", "error"}
@@ -39,7 +42,7 @@ from goka_ray.control.history import GroupHistory
 from goka_ray.control.status import GroupStatus
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.errors import GokaRayError
-from goka_ray.ray.cluster import UnknownGroupError, list_groups
+from goka_ray.ray.cluster import UnknownGroupError, list_groups, list_views
 
 __all__ = ["ClusterBackend", "MonitorServer", "serve"]
 
@@ -67,15 +70,20 @@ class ClusterBackend:
         cluster: str | None = None,
         interval: float = 2.0,
         history: float = 600.0,
+        view_idle: float = 120.0,
     ) -> None:
         self.namespace = namespace
         self.cluster = cluster
         self.interval = interval
+        self.view_idle = view_idle
         self.history = GroupHistory(history)
         self.updated: float | None = None
         self.error: str | None = None
         self._statuses: dict[str, GroupStatus] = {}
         self._views: dict[str, Any] = {}
+        #: tables whose view actors this monitor started, and when a lookup last used a view
+        self._started: set[str] = set()
+        self._used: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def sample(self) -> None:
@@ -165,9 +173,20 @@ class ClusterBackend:
 
     def close(self) -> None:
         """Remove the view actors this monitor started (they hold cluster resources)."""
+        self.expire_views(idle=-1.0)
+
+    def expire_views(self, idle: float | None = None) -> None:
+        """Let go of views no lookup used for ``idle`` seconds (``view_idle`` by default),
+        removing the view actors this monitor started."""
+        limit = self.view_idle if idle is None else idle
+        now = time.monotonic()
         with self._lock:
-            views, self._views = list(self._views.values()), {}
-        for view in views:
+            tables = [t for t in self._views if now - self._used.get(t, now) > limit]
+            views = [(self._views.pop(t), t in self._started) for t in tables]
+            self._started -= set(tables)
+        for view, started in views:
+            if not started:
+                continue  # it ran before the monitor looked: someone else's
             try:
                 view.stop()
             except Exception as exc:
@@ -180,12 +199,16 @@ class ClusterBackend:
 
     def _view(self, table: str) -> Any:
         with self._lock:
+            self._used[table] = time.monotonic()
             if table not in self._views:
                 if not table.endswith("-table"):
                     raise UnknownGroupError(f"{table!r} is not a group table (<group>-table)")
+                existed = table in list_views(self.namespace)
                 view = self._processor(table[: -len("-table")]).view()
-                view.wait_ready(60)
+                if not existed:
+                    self._started.add(table)
                 self._views[table] = view
+                view.wait_ready(60)
             return self._views[table]
 
 
@@ -256,6 +279,7 @@ class MonitorServer(ThreadingHTTPServer):
     def _sample(self) -> None:
         while not self._stop.wait(self.backend.interval):
             self.backend.sample()
+            self.backend.expire_views()
 
     def close(self) -> None:
         self._stop.set()
@@ -271,15 +295,17 @@ def serve(
     cluster: str | None = None,
     interval: float = 2.0,
     history: float = 600.0,
+    view_idle: float = 120.0,
     backend: ClusterBackend | None = None,
 ) -> MonitorServer:
     """A monitor server bound to ``host:port`` (0 picks a free port); call serve_forever(),
-    then close(). Samples every ``interval`` seconds and keeps ``history`` seconds of them.
+    then close(). Samples every ``interval`` seconds and keeps ``history`` seconds of them;
+    removes view actors it started for key lookups after ``view_idle`` idle seconds.
 
     Ray must be connected already (``goka_ray.ray.cluster.connect``).
     """
     backend = backend or ClusterBackend(
-        namespace, cluster=cluster, interval=interval, history=history
+        namespace, cluster=cluster, interval=interval, history=history, view_idle=view_idle
     )
     return MonitorServer((host, port), backend)
 
