@@ -348,3 +348,42 @@ def test_processed_counts_add_up_over_moves_failovers_and_coordinator_restarts()
     again.adopt(1, {second: (Role.WORKER, answer(policy, second, "running", 40))})
     again.observe(Observation({second: answer(again, second, "running", 45)}, NODES))
     assert again.status().partitions[0].processed == 165
+
+
+# -- with the autoscaler --------------------------------------------------------------------
+
+
+def test_an_autoscaled_group_is_admitted_by_its_planned_count_and_upgraded_after_its_moves():
+    from dataclasses import replace
+
+    from test_placement_policy import NODES as THREE
+    from test_placement_policy import lagging
+    from test_placement_policy import settle as settle_on
+
+    from goka_ray.core.config import AutoscalingConfig
+
+    scaling = AutoscalingConfig(
+        min_actors=1, max_actors=4, target_lag_per_partition=100, upscale_delay_s=2.0
+    )
+    policy = make(autoscaling=scaling)
+    clock = policy.clock
+    assert policy.start_demand(4) == [ActorResources(0.25, None)], "it starts on min_actors"
+    policy.start(4, THREE)
+    settle_on(policy)
+    assert policy.scale_demand(policy.config) == [], "nothing changes: nothing to admit"
+    # a backlog: the autoscaler goes to 4 actors through live moves
+    for second in range(3):
+        clock.now += 1  # type: ignore[attr-defined]
+        policy.observe(lagging(policy, 5000 - 100 * second, 100 * second))
+    assert policy.state is GroupState.SCALING and policy.target_actors == 4
+    # a scale of the actors' size is admitted by the count the autoscaler keeps
+    bigger = replace(policy.config, num_cpus=0.5)
+    assert policy.scale_demand(bigger) == [ActorResources(0.5, None)] * 4
+    # an upgrade asked for meanwhile starts once the autoscaler's moves are done; the
+    # autoscaler decides nothing while it runs
+    assert policy.upgrade("code-b") == []
+    assert policy.state is GroupState.UPGRADING
+    settle_on(policy, rounds=40)
+    assert policy.state is GroupState.RUNNING
+    assert len(policy.workers()) == 4 and {w.code for w in policy.workers()} == {"code-b"}
+    assert len(policy.status().scaling) == 1, "one decision: the scale-up"
