@@ -11,7 +11,6 @@ the new code with exact counts (and is refused too while one more actor does not
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
@@ -178,7 +177,7 @@ def driver(small_cluster: dict[str, str]) -> Iterator[None]:
 def status(group: str) -> dict:  # type: ignore[type-arg]
     from goka_ray.ray.processor import Processor
 
-    return dataclasses.asdict(Processor.attach(group, namespace=NAMESPACE).status())
+    return Processor.attach(group, namespace=NAMESPACE).status().as_dict()
 
 
 def processed(group: str) -> int:
