@@ -20,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -199,8 +200,12 @@ class Monitor:
         wait_until(lambda: _listening(self.port), timeout=60, what="monitor up")
 
     def api(self, path: str) -> Any:
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.port}{path}", timeout=90) as resp:
-            return json.loads(resp.read())
+        url = f"http://127.0.0.1:{self.port}{path}"
+        try:
+            with urllib.request.urlopen(url, timeout=90) as resp:
+                return json.loads(resp.read())
+        except urllib.error.HTTPError as exc:
+            raise AssertionError(f"{path}: {exc.code} {exc.read().decode()}") from None
 
     def group(self, name: str) -> dict:  # type: ignore[type-arg]
         """The group's entry of /api/groups."""

@@ -81,9 +81,11 @@ class ClusterBackend:
         self.error: str | None = None
         self._statuses: dict[str, GroupStatus] = {}
         self._views: dict[str, Any] = {}
-        #: tables whose view actors this monitor started, and when a lookup last used a view
+        #: tables whose view actors this monitor started, when a lookup last used a view,
+        #: and the lookups under way on it (a view in use is never removed)
         self._started: set[str] = set()
         self._used: dict[str, float] = {}
+        self._busy: dict[str, int] = {}
         self._lock = threading.Lock()
 
     def sample(self) -> None:
@@ -161,8 +163,13 @@ class ClusterBackend:
         """The value of ``key`` (str or bytes) in ``table``; the key comes back as lossless
         text and as hex (the only form every JSON reader keeps for a key that is not UTF-8)."""
         view = self._view(table)
-        kb = encode_key(key)
-        value = view.get(kb)
+        try:
+            kb = encode_key(key)
+            value = view.get(kb)
+        finally:
+            with self._lock:
+                self._busy[table] -= 1
+                self._used[table] = time.monotonic()
         return {
             "table": table,
             "key": decode_key(kb),
@@ -181,7 +188,11 @@ class ClusterBackend:
         limit = self.view_idle if idle is None else idle
         now = time.monotonic()
         with self._lock:
-            tables = [t for t in self._views if now - self._used.get(t, now) > limit]
+            tables = [
+                t
+                for t in self._views
+                if not self._busy.get(t) and now - self._used.get(t, now) > limit
+            ]
             views = [(self._views.pop(t), t in self._started) for t in tables]
             self._started -= set(tables)
         for view, started in views:
@@ -198,8 +209,8 @@ class ClusterBackend:
         return Processor.attach(group, namespace=self.namespace)
 
     def _view(self, table: str) -> Any:
+        """The view of ``table``, started if need be, marked in use (``read`` ends that)."""
         with self._lock:
-            self._used[table] = time.monotonic()
             if table not in self._views:
                 if not table.endswith("-table"):
                     raise UnknownGroupError(f"{table!r} is not a group table (<group>-table)")
@@ -208,7 +219,9 @@ class ClusterBackend:
                 if not existed:
                     self._started.add(table)
                 self._views[table] = view
+                self._used[table] = time.monotonic()
                 view.wait_ready(60)
+            self._busy[table] = self._busy.get(table, 0) + 1
             return self._views[table]
 
 
