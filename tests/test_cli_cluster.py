@@ -592,6 +592,9 @@ def test_monitor_in_a_browser_shows_a_failed_group_charts_and_an_empty_namespace
             expect(empty).to_contain_text(f'No processor group runs in namespace "{namespace}"')
             expect(empty).to_contain_text("goka-ray run MODULE:GRAPH")
             expect(page.locator("#lookup")).to_be_hidden()
+            # a page that listed the group before it stopped still gets its last status
+            code, detail = _get(f"http://127.0.0.1:{port}/api/groups/{bad}")
+            assert code == 200 and detail["state"] == "stopped", (code, detail)  # type: ignore[index]
             page.screenshot(path=str(shots / "empty.png"), full_page=True)
             browser.close()
     finally:

@@ -32,6 +32,7 @@ import json
 import logging
 import threading
 import time
+from dataclasses import replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from importlib.metadata import PackageNotFoundError, version
@@ -39,7 +40,7 @@ from typing import Any
 from urllib.parse import unquote
 
 from goka_ray.control.history import GroupHistory
-from goka_ray.control.status import GroupStatus
+from goka_ray.control.status import GroupState, GroupStatus
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.errors import GokaRayError
 from goka_ray.ray.cluster import UnknownGroupError, list_groups, list_views
@@ -80,6 +81,9 @@ class ClusterBackend:
         self.updated: float | None = None
         self.error: str | None = None
         self._statuses: dict[str, GroupStatus] = {}
+        #: groups that went away, with when: a page that listed one before it stopped still
+        #: gets its last status (state ``stopped``) for a few samples, not a 404
+        self._gone: dict[str, tuple[GroupStatus, float]] = {}
         self._views: dict[str, Any] = {}
         #: tables whose view actors this monitor started, when a lookup last used a view,
         #: and the lookups under way on it (a view in use is never removed)
@@ -105,8 +109,15 @@ class ClusterBackend:
             return
         for status in statuses.values():
             self.history.add(status, now)
-        self.history.keep_only(set(statuses))
         with self._lock:
+            for name in set(self._statuses) - set(statuses):
+                stopped = replace(self._statuses[name], state=GroupState.STOPPED)
+                self._gone[name] = (stopped, now)
+            keep_gone = max(10.0, 5 * self.interval)
+            self._gone = {
+                n: g for n, g in self._gone.items() if n not in statuses and now - g[1] < keep_gone
+            }
+            self.history.keep_only(set(statuses) | set(self._gone))
             self._statuses = statuses
             self.updated = now
             self.error = None
@@ -144,13 +155,15 @@ class ClusterBackend:
     def group(self, name: str) -> dict[str, Any]:
         with self._lock:
             status = self._statuses.get(name)
+            if status is None and name in self._gone:
+                status = self._gone[name][0]
         if status is None:
             status = self._processor(name).status()  # raises UnknownGroupError
         return status.as_dict()
 
     def group_history(self, name: str) -> dict[str, Any]:
         with self._lock:
-            known = name in self._statuses
+            known = name in self._statuses or name in self._gone
         if not known:
             self._processor(name)  # raises UnknownGroupError, naming the running groups
         return self.history.series(name, window=max(5.0, 3 * self.interval))
