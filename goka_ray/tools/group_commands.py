@@ -403,6 +403,15 @@ def _cmd_monitor(args: argparse.Namespace, out: Console) -> int:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add run, status, scale, get, stop and monitor to the ``goka-ray`` parser."""
+    _add_run(sub, common)
+    _add_status(sub, common)
+    _add_scale(sub, common)
+    _add_get(sub, common)
+    _add_stop(sub, common)
+    _add_monitor(sub, common)
+
+
+def _add_run(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "run",
@@ -458,6 +467,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=_cmd_run)
 
+
+def _add_status(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "status",
@@ -477,6 +488,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON (a list without GROUP)")
     p.set_defaults(func=_cmd_status)
 
+
+def _add_scale(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "scale",
@@ -515,6 +528,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=_cmd_scale)
 
+
+def _add_get(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "get",
@@ -553,6 +568,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     )
     p.set_defaults(func=_cmd_get)
 
+
+def _add_stop(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "stop",
@@ -565,6 +582,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("group", help="the running group")
     p.set_defaults(func=_cmd_stop)
 
+
+def _add_monitor(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "monitor",

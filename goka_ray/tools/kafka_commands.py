@@ -250,6 +250,12 @@ def _kafka_options(parser: argparse.ArgumentParser) -> None:
 
 def register(sub: Any, common: argparse.ArgumentParser) -> None:
     """Add ``topics`` (list, create, describe, check) and ``broker`` to the parser."""
+    _add_topics(sub, common)
+    _add_emit(sub, common)
+    _add_broker(sub, common)
+
+
+def _add_topics(sub: Any, common: argparse.ArgumentParser) -> None:
     topics = add_command(
         sub,
         "topics",
@@ -266,7 +272,13 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
         common=common,
     )
     actions = topics.add_subparsers(dest="action", required=True, metavar="ACTION")
+    _add_topics_list(actions, common)
+    _add_topics_create(actions, common)
+    _add_topics_describe(actions, common)
+    _add_topics_check(actions, common)
 
+
+def _add_topics_list(actions: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         actions,
         "list",
@@ -281,6 +293,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON: {topic: partitions}")
     p.set_defaults(func=_cmd_list)
 
+
+def _add_topics_create(actions: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         actions,
         "create",
@@ -311,6 +325,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _kafka_options(p)
     p.set_defaults(func=_cmd_create)
 
+
+def _add_topics_describe(actions: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         actions,
         "describe",
@@ -330,6 +346,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _kafka_options(p)
     p.set_defaults(func=_cmd_describe)
 
+
+def _add_topics_check(actions: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         actions,
         "check",
@@ -345,6 +363,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _kafka_options(p)
     p.set_defaults(func=_cmd_check)
 
+
+def _add_emit(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "emit",
@@ -372,6 +392,8 @@ def register(sub: Any, common: argparse.ArgumentParser) -> None:
     _kafka_options(p)
     p.set_defaults(func=_cmd_emit)
 
+
+def _add_broker(sub: Any, common: argparse.ArgumentParser) -> None:
     p = add_command(
         sub,
         "broker",
