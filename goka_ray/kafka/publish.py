@@ -116,6 +116,28 @@ class _Refused:
         self.kind, self.topic, self.key, self.size, self.error = kind, topic, key, size, error
 
 
+#: the kind of a changelog record (the one kind whose acknowledged offsets are collected)
+_CHANGELOG = "changelog record"
+
+
+class _Unsent:
+    """A record the producer refused at once, shaped like a delivery report's message."""
+
+    __slots__ = ("_key", "_topic", "_value")
+
+    def __init__(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+        self._topic, self._key, self._value = topic, key, value
+
+    def topic(self) -> str:
+        return self._topic
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+
 def transactional_id(group: str, partition: int) -> str:
     """The ``transactional.id`` of a partition's producer under exactly-once.
 
@@ -234,34 +256,73 @@ class _BatchProducer:
         Acknowledged changelog offsets go to ``delivered``; records Kafka refused (at once or
         in their delivery report) to ``refused``, other delivery errors to ``errors``. Stops
         producing at the first record refused at once.
+
+        This is the hot path (one call per changelog record and emit): the changelog records
+        share one delivery callback, and so do the emits of a kind that carry no headers of
+        their own (a refusal reads topic, key and value from the report's message and knows
+        the headers); the headers every changelog record carries (the epoch, ``extra``) are
+        joined once per batch.
         """
         table_topic = self.table_topic
         partition = self.partition
         table_headers = result.table_headers
-        epoch = self._epoch_headers
+        common = _join_headers(self._epoch_headers, extra)
+        produce = self.producer.produce
 
-        def reporter(kind: str, topic: str, key: bytes | None, size: int) -> Any:
+        def reporter(
+            kind: str, headers_of: Callable[[bytes | None], Headers | None]
+        ) -> Callable[[KafkaError | None, Any], None]:
+            # ``headers_of``: the headers the record of a key was produced with (a delivery
+            # report's message carries none), for the size a refusal names
             def on_delivery(err: KafkaError | None, msg: Any) -> None:
                 if err is None:
-                    if kind == "changelog record":
+                    if kind is _CHANGELOG:
                         delivered.append(msg.offset())
                 elif err.code() in RECORD_ERRORS:
-                    refused.append(_Refused(kind, topic, key, size, err))
+                    key = msg.key()
+                    size = record_size(key, msg.value(), headers_of(key))
+                    refused.append(_Refused(kind, msg.topic(), key, size, err))
                 else:
                     errors.append(err)
 
             return on_delivery
 
-        for key, value in result.table_writes.items():
-            headers = _join_headers(table_headers.get(key), epoch, extra)
-            size = record_size(key, value, headers)
-            callback = reporter("changelog record", table_topic, key, size)
-            if not self._produce(table_topic, key, value, headers, partition, callback):
-                return
+        if result.table_writes:
+
+            def changelog_headers(key: bytes | None) -> Headers | None:
+                own = table_headers.get(key) if key is not None else None
+                return common if own is None else _join_headers(own, common)
+
+            callback = reporter(_CHANGELOG, changelog_headers)
+            for key, value in result.table_writes.items():
+                own = table_headers.get(key) if table_headers else None
+                headers = common if own is None else _join_headers(own, common)
+                try:  # the common case in one call; _produce handles a full queue, refusals
+                    produce(
+                        table_topic,
+                        value=value,
+                        key=key,
+                        partition=partition,
+                        on_delivery=callback,
+                        headers=headers,
+                    )
+                    continue
+                except (BufferError, KafkaException):
+                    pass
+                if not self._produce(table_topic, key, value, headers, partition, callback):
+                    return
+        # emits without headers of their own share one callback per kind of record
+        shared: dict[str, Callable[[KafkaError | None, Any], None]] = {}
         for out in result.emits:
-            headers = _join_headers(out.headers, extra)
-            size = record_size(out.key, out.value, headers)
-            callback = reporter(self._kind(out.topic), out.topic, out.key, size)
+            kind = self._kind(out.topic)
+            if out.headers:
+                headers = _join_headers(out.headers, extra)
+                callback = reporter(kind, _fixed(headers))
+            else:
+                headers = extra
+                callback = shared.get(kind) or shared.setdefault(
+                    kind, reporter(kind, lambda key: extra)
+                )
             target = self._target(out)
             if not self._produce(out.topic, out.key, out.value, headers, target, callback):
                 return
@@ -324,7 +385,7 @@ class _BatchProducer:
                 err = exc.args[0] if exc.args else None
                 if not isinstance(err, KafkaError) or err.code() not in RECORD_ERRORS:
                     raise
-                callback(err, None)
+                callback(err, _Unsent(topic, key, value))
                 return False
 
     def await_deferred(self, result: BatchResult) -> None:
@@ -679,6 +740,11 @@ def _kafka_problem(exc: BaseException) -> object:
             raise exc
         exc = cause
     return exc.args[0] if exc.args else exc
+
+
+def _fixed(headers: Headers | None) -> Callable[[bytes | None], Headers | None]:
+    """The headers of a single record, whatever the key."""
+    return lambda key: headers
 
 
 def _join_headers(*parts: Headers | None) -> Headers | None:
