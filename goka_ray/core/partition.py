@@ -197,6 +197,9 @@ class PartitionCore:
         }
         self._outputs: dict[str, Codec] = {o.topic: o.codec for o in graph.outputs}
         self._pending: dict[bytes, bytes | None] = {}
+        #: committed values read from the table storage since its last write (what it holds
+        #: for those keys): handed to the storage at commit, so it need not read them again
+        self._stored: dict[bytes, bytes | None] = {}
         #: headers on every changelog record, emit and loopback, under the per-call headers
         self.default_headers: dict[str, bytes] = headers_dict(headers_list(default_headers))
         #: the partition's counters (the runner passes its record, so the core counts into it)
@@ -232,10 +235,12 @@ class PartitionCore:
             return pending[key]
         assert self.table is not None
         try:
-            return self.table.storage.get(key)
+            value = self.table.storage.get(key)
         except StorageError as exc:
             self._storage_failure = exc
             raise
+        self._stored[key] = value
+        return value
 
     def output_codec(self, topic: str) -> Codec:
         codec = self._outputs.get(topic)
@@ -622,6 +627,7 @@ class PartitionCore:
         batch = WriteBatch()
         batch.writes = result.table_writes
         batch.offset = changelog_offset
+        batch.known, self._stored = self._stored, {}
         self.table.storage.write(batch)
         pending = self._pending
         for key, value in result.table_writes.items():
@@ -632,11 +638,13 @@ class PartitionCore:
     def discard_pending(self) -> None:
         """Forget uncommitted writes (after a failed publish; the batch will be reprocessed)."""
         self._pending.clear()
+        self._stored.clear()
 
     def discard(self, result: BatchResult) -> None:
         """Forget a batch that was not published: its uncommitted writes and its counts (it
         is processed again, and counted then)."""
         self._pending.clear()
+        self._stored.clear()
         self.stats.subtract(result.stats)
 
     @property
@@ -656,6 +664,7 @@ class PartitionCore:
         """
         if self.table is None:
             raise ContextError(f"group {self.group!r} has no table to recover")
+        self._stored.clear()  # the changelog writes the storage: what was read may change
         return self.table.apply_changelog(records, next_offset)
 
     def recover_join(

@@ -61,13 +61,20 @@ logger = logging.getLogger(__name__)
 
 
 class WriteBatch:
-    """Writes collected to be applied atomically; later writes to a key replace earlier ones."""
+    """Writes collected to be applied atomically; later writes to a key replace earlier ones.
 
-    __slots__ = ("offset", "writes")
+    ``known`` may hold what the store holds now for some of the written keys (None: absent),
+    as the writer read them since the store's last write; a store that needs a key's old
+    value (LevelDB's digest) takes it from there instead of reading it again. Only a writer
+    that is the store's sole writer may fill it.
+    """
+
+    __slots__ = ("known", "offset", "writes")
 
     def __init__(self) -> None:
         self.writes: dict[bytes, bytes | None] = {}
         self.offset: int | None = None
+        self.known: Mapping[bytes, bytes | None] | None = None
 
     def set(self, key: bytes, value: bytes) -> None:
         self.writes[key] = value
@@ -242,6 +249,10 @@ def _reason(exc: BaseException) -> str:
     if isinstance(arg, bytes):
         return arg.decode("utf-8", "replace")
     return str(arg)
+
+
+#: a key whose old value the writer does not know (see WriteBatch.known)
+_UNKNOWN: Any = object()
 
 
 def _pair_hash(key: bytes, value: bytes) -> int:
@@ -466,10 +477,13 @@ class LevelDBStorage(_BatchMixin):
             )
         count, digest = self._count, self._digest
         get = self._data.get
+        known = batch.known or {}
         try:
             with self._db.write_batch(transaction=True) as wb:
                 for key, value in batch.writes.items():
-                    old = get(key, verify_checksums=True)
+                    old = known.get(key, _UNKNOWN)
+                    if old is _UNKNOWN:
+                        old = get(key, verify_checksums=True)
                     full = _DATA + key
                     if old is not None:
                         digest -= _pair_hash(key, old)
