@@ -13,7 +13,7 @@ their path and what is allowed.
         memory: null                        # bytes reserved per actor
         placement: spread                   # spread | pack
         max_restarts: 10                    # replacements of crashed actors, then fail
-        batch_size: 5000
+        batch_size: 20000
         initial_offset: earliest            # earliest | latest, for a new group
         create_topics: false                # create missing input topics at start
         partitions: null                    # partition count of topics the group creates
@@ -98,7 +98,10 @@ class GroupConfig:
     memory: int | None = None
     placement: Literal["spread", "pack"] = "spread"
     max_restarts: int = 10
-    batch_size: int = 5000
+    #: most input messages per batch (one changelog flush, one LevelDB write, one commit): a
+    #: batch is what has arrived, up to this many, so it bounds the work under a backlog, never
+    #: the wait; larger batches coalesce more writes of a key into one changelog record
+    batch_size: int = 20000
     initial_offset: Literal["earliest", "latest"] = "earliest"
     #: create missing input topics (streams) at start, with the partition count of the
     #: group's existing topics, else ``partitions``; off by default, so that a misspelled
