@@ -57,7 +57,14 @@ def changelog_epochs(
     are left out; a topic that does not exist gives ``{}``. Raises BrokerError if the broker
     cannot be read within ``timeout`` seconds.
     """
-    settings = {**(consumer_config or {}), "isolation.level": "read_uncommitted"}
+    # a one-off read to the end: a short fetch wait, so partitions already at their end (a
+    # new group's empty changelog) report it at once rather than after the broker's wait; on
+    # the critical path of every start (the broker's default wait made it 0.6 s, now 0.2 s)
+    settings = {
+        "fetch.wait.max.ms": 10,
+        **(consumer_config or {}),
+        "isolation.level": "read_uncommitted",
+    }
     consumer = make_consumer(brokers, f"goka-ray-epochs-{uuid.uuid4().hex[:8]}", config=settings)
     deadline = time.monotonic() + timeout
     try:
