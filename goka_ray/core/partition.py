@@ -55,6 +55,9 @@ VISIT_TOPIC = "__visit__"
 
 logger = logging.getLogger(__name__)
 
+#: most committed values a core remembers between two commits (see ``PartitionCore.commit``)
+_KNOWN_LIMIT = 100_000
+
 #: what a rejected message is called in logs, by the stage that rejected it (the dead letter's
 #: ``goka-ray.stage`` header)
 _REJECTED = {
@@ -239,7 +242,9 @@ class PartitionCore:
         except StorageError as exc:
             self._storage_failure = exc
             raise
-        self._stored[key] = value
+        stored = self._stored
+        if len(stored) < _KNOWN_LIMIT:  # a visit over a large table reads every key
+            stored[key] = value
         return value
 
     def output_codec(self, topic: str) -> Codec:
