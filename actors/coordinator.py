@@ -39,7 +39,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import ray
@@ -72,7 +72,7 @@ from goka_ray.core.graph import GroupGraph
 from goka_ray.errors import CodeChangedError, InsufficientResourcesError, UpgradeError
 from goka_ray.kafka.epochs import changelog_epochs
 from goka_ray.kafka.runner import RunnerConfig
-from goka_ray.kafka.topics import TopicManager
+from goka_ray.kafka.topics import TopicConfigMismatch, TopicManager
 
 logger = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ class GroupCoordinator:
         )
         #: why actors wait to be placed (for status; None: none waits)
         self._waiting: str | None = None
+        #: settings of existing topics that do not fit their role, found at start (warnings)
+        self._topic_warnings: list[str] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
         self._watch: threading.Thread | None = None
@@ -189,10 +191,12 @@ class GroupCoordinator:
                 if given is not None and given.digest != self.fingerprint.digest:
                     raise self._code_changed(given)
                 return self.policy.partitions
+            mismatches: list[TopicConfigMismatch] = []
             with TopicManager(self.spec.brokers) as topics:
                 partitions = topics.ensure_group_topics(
-                    self.graph, self.config.group(self.group).topic_config_mismatch
+                    self.graph, self.config.group(self.group).topic_config_mismatch, mismatches
                 )
+            self._topic_warnings = [m.describe(self.spec.brokers) for m in mismatches]
             self._admit(self.policy.start_demand(partitions), "start")
             self.actors.save_code(self.graph, self.fingerprint)  # recorded before it runs
             self.actors.save_changes({})  # a new start runs the config it was given
@@ -380,7 +384,10 @@ class GroupCoordinator:
 
     def status(self) -> GroupStatus:
         with self._lock:
-            return self.policy.status(self._waiting)
+            status = self.policy.status(self._waiting)
+        if not self._topic_warnings:
+            return status
+        return replace(status, warnings=[*self._topic_warnings, *status.warnings])
 
     def failure(self) -> BaseException | None:
         return self.policy.error

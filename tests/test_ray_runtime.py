@@ -314,3 +314,18 @@ def test_a_strict_group_does_not_start_on_a_table_topic_whose_values_expire(
         30,
         "the coordinator removed",
     )
+
+
+def test_a_table_topic_that_expires_values_is_a_warning_in_the_groups_status(kafka, group_setup):  # type: ignore[no-untyped-def]
+    """The check at start warns in the coordinator's log, and in `status` and the monitor,
+    where a user of the CLI sees it."""
+    graph, _topic, make, _view = group_setup
+    with TopicManager(kafka.bootstrap_servers) as topics:
+        topics.create(graph.table_topic, PARTITIONS, {"cleanup.policy": "delete"})
+    processor = make(actors=1)
+    processor.start()
+    processor.wait_ready(120)
+    warnings = processor.status().warnings
+    assert any(
+        graph.table_topic in w and "cleanup.policy=delete" in w and "compact" in w for w in warnings
+    ), warnings

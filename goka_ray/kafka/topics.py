@@ -409,10 +409,16 @@ class TopicManager:
             raise TopicError(f"group {graph.group!r}: none of {list(counts)} exists")
         return found.pop()
 
-    def ensure_group_topics(self, graph: GroupGraph, mismatch: MismatchBehavior = "warn") -> int:
+    def ensure_group_topics(
+        self,
+        graph: GroupGraph,
+        mismatch: MismatchBehavior = "warn",
+        found: list[TopicConfigMismatch] | None = None,
+    ) -> int:
         """Check inputs, joins and lookups exist; create the group's table, loop and DLQ topics,
         and check the settings of those that existed already (:meth:`check_topic_configs`:
-        warn, or ``mismatch="fail"`` raises TopicError).
+        warn, or ``mismatch="fail"`` raises TopicError); the mismatches warned about are
+        appended to ``found`` when given (a coordinator shows them in the group's status).
 
         Returns the group's partition count.
         """
@@ -435,7 +441,9 @@ class TopicManager:
             created.add(graph.loop_topic)
         if graph.uses_dead_letter() and self.ensure_stream(graph.dead_letter_topic, partitions):
             created.add(graph.dead_letter_topic)
-        self.check_topic_configs(graph, mismatch, skip=created)
+        mismatches = self.check_topic_configs(graph, mismatch, skip=created)
+        if found is not None:
+            found.extend(mismatches)
         return partitions
 
 
