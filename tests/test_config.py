@@ -127,3 +127,18 @@ def test_librdkafka_settings_are_checked_before_anything_starts(section, setting
     if section == "consumer":
         with pytest.raises(ConfigError, match=message):
             View("127.0.0.1:9", "g-table", codecs.Int(), config).start()
+
+
+def test_a_group_missing_from_a_config_of_other_groups_is_named_with_the_closest() -> None:
+    config = Config.load({"groups": {"mycoutn": {"actors": 2}, "other": {}}})
+    warning = config.unconfigured_group("mycount")
+    assert warning is not None
+    assert "did you mean groups.mycoutn?" in warning and "runs with the defaults" in warning
+    assert config.unconfigured_group("mycoutn") is None  # configured
+    assert Config.load({}).unconfigured_group("mycount") is None  # no groups: defaults meant
+
+
+def test_no_brokers_says_how_to_give_them_in_python_and_on_the_command_line() -> None:
+    with pytest.raises(ConfigError, match="--brokers HOST:PORT") as err:
+        Config.load({}).resolve_brokers(None)
+    assert "brokers='host:9092'" in str(err.value)

@@ -217,6 +217,18 @@ class Config:
     def group(self, name: str) -> GroupConfig:
         return self.groups.get(name, GroupConfig())
 
+    def unconfigured_group(self, name: str) -> str | None:
+        """A warning when ``groups:`` configures other groups but not ``name`` (it runs with
+        the defaults), naming the closest configured one: most often a misspelling."""
+        if name in self.groups or not self.groups:
+            return None
+        close = difflib.get_close_matches(name, list(self.groups), n=1, cutoff=0.6)
+        hint = f"did you mean groups.{close[0]}? " if close else ""
+        return (
+            f"group {name!r} has no settings under groups: (it configures "
+            f"{', '.join(sorted(self.groups))}); {hint}it runs with the defaults"
+        )
+
     def view(self, table: str) -> ViewConfig:
         return self.views.get(table, ViewConfig())
 
@@ -225,7 +237,8 @@ class Config:
         resolved = brokers or self.brokers
         if not resolved:
             raise ConfigError(
-                "no Kafka brokers: pass brokers='host:9092' or set 'brokers' in the config"
+                "no Kafka brokers: give them (brokers='host:9092' in Python, --brokers "
+                "HOST:PORT on the command line) or set 'brokers' in the config"
             )
         return resolved
 

@@ -51,6 +51,9 @@ class Processor:
         self.on_rebalance = on_rebalance
         self.config = Config.load(config)
         self.brokers: str = self.config.resolve_brokers(brokers)
+        unconfigured = self.config.unconfigured_group(graph.group)
+        if unconfigured:
+            logger.warning("%s", unconfigured)
         self.graph: GroupGraph | None = graph
         self.group = graph.group
         self._coordinator: Any = None
