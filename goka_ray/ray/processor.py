@@ -177,9 +177,10 @@ class Processor:
             if status.ready:
                 return status
             if time.monotonic() > deadline:
-                states = {p.partition: p.state for p in status.partitions}
+                states = ", ".join(f"{p.partition} {p.state}" for p in status.partitions)
+                why = f"; {status.waiting}" if status.waiting else ""
                 raise TimeoutError(
-                    f"group {self.group} not ready after {timeout}s; partition states: {states}"
+                    f"group {self.group} not ready after {timeout:g}s; partitions: {states}{why}"
                 )
             time.sleep(0.2)
 

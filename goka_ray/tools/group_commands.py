@@ -214,9 +214,10 @@ def _wait_with_progress(processor: Any, timeout: float, code: str | None = None)
                 return
             if time.monotonic() > deadline:
                 why = f"; {status.waiting}" if status.waiting else ""
+                states = ", ".join(f"{p.partition} {p.state}" for p in status.partitions)
                 raise TimeoutError(
                     f"group {processor.group} not ready after {timeout:g}s; "
-                    f"states: {[p.state for p in status.partitions]}{why}"
+                    f"partitions: {states}{why}"
                 )
             time.sleep(0.25)
 
