@@ -484,8 +484,9 @@ function renderGroup(g, status, hist) {
     sec.appendChild(el("div", {class: "waiting", role: "status"}, "waiting: " + g.waiting));
   }
   const rate = hist.rate.total.length ? hist.rate.total[hist.rate.total.length - 1] : null;
-  sec.appendChild(el("p", {class: "summary"}, `${g.partitions} partitions on ` +
-    `${status.actors} actors · ${fmt(g.keys)} keys` +
+  const count = (n, what) => `${fmt(n)} ${what}${n === 1 ? "" : "s"}`;
+  sec.appendChild(el("p", {class: "summary"}, `${count(g.partitions, "partition")} on ` +
+    `${count(status.actors, "actor")} · ${count(g.keys, "key")}` +
     ` · lag ${fmt(g.lag)} · processed ${fmt(g.processed)} · ${fmt(rate)} msg/s now` +
     (g.code ? ` · code ${g.code}` : "")));
   for (const w of status.warnings || []) sec.appendChild(el("p", {class: "warning"}, w));
