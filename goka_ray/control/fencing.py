@@ -23,7 +23,7 @@ writes. Invariants (the coordinator's :class:`EpochTable`, the owner's :class:`L
 5. A restarted coordinator accepts renewals only from owners it adopted (whose epoch and name
    the record confirms); it does not know which leases are outstanding, so a partition it
    gives a new owner waits out a full lease first, unless the old owner's end is confirmed
-   (see :mod:`goka_ray.control.policy`).
+   (see :mod:`goka_ray.control.adoption`).
 6. The table knows until when the last lease it granted on a partition's current epoch can be
    valid: ``duration`` after it *accepted* that renewal (after the owner sent it, so the
    owner's own count ends first, clock rates being equal). When a newer epoch becomes
