@@ -2,9 +2,11 @@
 
 :class:`~goka_ray.control.policy.CoordinatorPolicy` is a facade over collaborators that each
 hold one concept (the hand-over of a partition, the roster of actors, standbys, failover,
-scaling, the rolling upgrade, adoption after a restart, the status report); they share this
-record, :class:`TrackedGroup`, and nothing else. Its methods are queries (and the record of
-where the nodes are); they change nothing else.
+scaling, the rolling upgrade, adoption after a restart, the status report). They share
+this record, :class:`TrackedGroup`, and call each other's steps in one direction only: the
+hand-over <- the roster <- standbys <- failover, scaling, the upgrade <- adoption. The
+record's methods are queries (and the record of where the nodes are); they change nothing
+else.
 
 Invariants (who writes what):
 - ``owner`` and ``moves`` change only in :mod:`goka_ray.control.handover` (and when
@@ -14,8 +16,9 @@ Invariants (who writes what):
   :mod:`goka_ray.control.standbys` (standbys), or at an adoption; an actor leaves it only
   through the roster (killed or retired), which records it in ``departed`` (and a killed
   one in ``zombies`` until Ray confirms it gone).
-- ``state`` is written by the facade's commands and by the part whose step ends a state
-  (the upgrade ends ``UPGRADING``, failover sets ``FAILED``, scaling sets ``SCALING``).
+- ``state`` is written by the commands (start, scale, upgrade, stop, adopt), by failover
+  (``FAILED``), by a resize (``SCALING``), and back to ``RUNNING`` by the status round that
+  ends a scale or the upgrade's last step.
 - ``last`` holds exactly the statuses of the latest status round.
 - Every part logs its decisions to one logger, :data:`POLICY_LOG`.
 """
