@@ -245,10 +245,13 @@ class Processor:
             if status.state == "running" and status.ready:
                 return status
             if time.monotonic() > deadline:
-                states = {p.partition: (p.state, p.actor_name, p.epoch) for p in status.partitions}
+                states = ", ".join(
+                    f"{p.partition} {p.state} (epoch {p.epoch})" for p in status.partitions
+                )
+                why = f"; {status.waiting}" if status.waiting else ""
                 raise TimeoutError(
-                    f"group {self.group} did not finish scaling within {timeout}s "
-                    f"(group {status.state}; partitions {states})"
+                    f"group {self.group} did not finish scaling within {timeout:g}s "
+                    f"(group {status.state}; partitions {states}{why})"
                 )
             time.sleep(0.2)
 

@@ -299,7 +299,8 @@ def _cmd_scale(args: argparse.Namespace, out: Console) -> int:
     out.print(f"scaling {args.group}: {moves}")
     if args.no_wait:
         return 0
-    out.print(status_table(processor.wait_scaled(args.timeout), out.width))
+    _wait_with_progress(processor, args.timeout)  # says why new actors wait, if they do
+    out.print(status_table(processor.status(), out.width))
     return 0
 
 
