@@ -32,8 +32,11 @@ def truncate_table(path: Path) -> None:
 
 
 def delete_table(path: Path) -> None:
-    """A table file is gone (a cleanup script, a partial restore)."""
-    tables(path)[0].unlink()
+    """The table files are gone (a cleanup script, a partial restore). All of them: a table
+    file LevelDB no longer lists (left over from a compaction cut short at close) may be
+    the one picked, and its loss is no damage."""
+    for table in tables(path):
+        table.unlink()
 
 
 def garble_manifest(path: Path) -> None:
