@@ -15,13 +15,16 @@ recreated one), ``running`` (caught up, following the changelog).
 
 from __future__ import annotations
 
+import abc
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol, TypeVar
 
-__all__ = ["STATES", "TableView", "ViewObserver", "ViewStatus", "state_rank"]
+from goka_ray.errors import GokaRayError
+
+__all__ = ["STATES", "TableReads", "TableView", "ViewObserver", "ViewStatus", "state_rank"]
 
 logger = logging.getLogger(__name__)
 
@@ -158,3 +161,48 @@ class ViewObserver:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class TableReads(abc.ABC):
+    """The reads a view derives from its own ``get``, ``iterator`` and ``state``: ``has``,
+    ``items`` and ``observe``, the same for every kind of view (View and LocalView)."""
+
+    table: str
+
+    @abc.abstractmethod
+    def get(self, key: str | bytes) -> Any:
+        """The value of ``key`` (None if absent)."""
+
+    @abc.abstractmethod
+    def iterator(
+        self,
+        start: str | bytes | None = None,
+        end: str | bytes | None = None,
+        *,
+        page_size: int = 1000,
+    ) -> Iterator[tuple[str, Any]]:
+        """(key, value) pairs with ``start <= key < end``, ordered by key bytes."""
+
+    @property
+    @abc.abstractmethod
+    def state(self) -> str:
+        """The view's state, one of :data:`STATES`."""
+
+    def has(self, key: str | bytes) -> bool:
+        """Whether ``key`` (str or bytes) has a value."""
+        return self.get(key) is not None
+
+    def items(self) -> Iterator[tuple[str, Any]]:
+        """Every (key, value), ordered by key across all partitions (``iterator()``)."""
+        return self.iterator()
+
+    def observe(self, callback: Callable[[str, str], Any], interval: float = 0.5) -> ViewObserver:
+        """Call ``callback(old_state, new_state)`` whenever the view's state changes.
+
+        The state is polled every ``interval`` seconds from a daemon thread of this process,
+        so changes shorter than that may be missed (the callback sees consecutive observed
+        states). The first state is taken now, before this returns. Stop with ``.stop()``.
+        """
+        if interval <= 0:
+            raise GokaRayError(f"observe(interval={interval}): the interval must be > 0 seconds")
+        return ViewObserver(self, callback, interval)

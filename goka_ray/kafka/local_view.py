@@ -38,7 +38,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
@@ -48,7 +48,7 @@ from goka_ray.core.graph import check_update_callback
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partitioner import MURMUR2, Partitioner
 from goka_ray.core.tables import TablePartition, UpdateCallback
-from goka_ray.core.views import STATES, ViewObserver, ViewStatus, state_rank
+from goka_ray.core.views import STATES, TableReads, ViewStatus, state_rank
 from goka_ray.errors import GokaRayError, TopicError
 from goka_ray.kafka.changelog import ChangelogFollower
 from goka_ray.kafka.clients import check_client_settings
@@ -63,7 +63,7 @@ PAGE_SIZE = 1000  # pairs per page that LocalView.iterator takes under the lock
 K = TypeVar("K", bound=str | bytes)  # a key as the caller gives it
 
 
-class LocalView:
+class LocalView(TableReads):
     """A read-only, eventually consistent copy of a table kept in this process.
 
     ``brokers`` (or the config's), ``table`` (the table topic, ``table("group")``), ``codec``
@@ -221,10 +221,6 @@ class LocalView:
         decode = self.codec.decode
         return {k: None if r is None else decode(r) for k, r in zip(keys, raws, strict=True)}
 
-    def has(self, key: str | bytes) -> bool:
-        """Whether ``key`` (str or bytes) has a value."""
-        return self.get(key) is not None
-
     def iterator(
         self,
         start: str | bytes | None = None,
@@ -255,10 +251,6 @@ class LocalView:
             if len(pairs) < page_size:
                 return
             lo = pairs[-1][0] + b"\x00"  # the least key after the last one
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        """Every (key, value), ordered by key (``iterator()``)."""
-        return self.iterator()
 
     def __len__(self) -> int:
         """The number of keys in the copy."""
@@ -302,13 +294,6 @@ class LocalView:
             + f". Check that the brokers at {self.brokers} are reachable and the table topic "
             f"exists; the view keeps retrying"
         )
-
-    def observe(self, callback: Callable[[str, str], Any], interval: float = 0.5) -> ViewObserver:
-        """Call ``callback(old_state, new_state)`` whenever the view's state changes (polled
-        every ``interval`` seconds from a daemon thread; stop with ``.stop()``)."""
-        if interval <= 0:
-            raise GokaRayError(f"observe(interval={interval}): the interval must be > 0 seconds")
-        return ViewObserver(self, callback, interval)
 
     def status(self) -> list[ViewStatus]:
         """One status: this process's copy (state, keys, offsets, lag, reconnects, reloads,

@@ -24,7 +24,7 @@ from __future__ import annotations
 import heapq
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from operator import itemgetter
 from pathlib import Path
 from typing import Any, TypeVar
@@ -37,7 +37,7 @@ from goka_ray.core.graph import check_update_callback
 from goka_ray.core.keys import decode_key, encode_key
 from goka_ray.core.partitioner import MURMUR2, Partitioner, partitions_of
 from goka_ray.core.tables import UpdateCallback
-from goka_ray.core.views import STATES, ViewObserver, ViewStatus, state_rank
+from goka_ray.core.views import STATES, TableReads, ViewObserver, ViewStatus, state_rank
 from goka_ray.errors import GokaRayError, InsufficientResourcesError, TopicError
 from goka_ray.ray import remote
 
@@ -51,7 +51,7 @@ PAGE_BYTES = 4 << 20  # and a page stops growing at about this many bytes
 K = TypeVar("K", bound=str | bytes)  # a key as the caller gives it
 
 
-class View:
+class View(TableReads):
     """A read-only, eventually consistent view of a table, served by view actors."""
 
     def __init__(
@@ -219,17 +219,6 @@ class View:
         """Block until every view actor has read its partitions to the end once."""
         self.wait_for("running", timeout)
 
-    def observe(self, callback: Callable[[str, str], Any], interval: float = 0.5) -> ViewObserver:
-        """Call ``callback(old_state, new_state)`` whenever the view's state changes.
-
-        The state is polled every ``interval`` seconds from a daemon thread of this process,
-        so changes shorter than that may be missed (the callback sees consecutive observed
-        states). The first state is taken now, before this returns. Stop with ``.stop()``.
-        """
-        if interval <= 0:
-            raise GokaRayError(f"observe(interval={interval}): the interval must be > 0 seconds")
-        return ViewObserver(self, callback, interval)
-
     # -- reads --------------------------------------------------------------------------------
 
     def get_many(self, keys: Iterable[K]) -> dict[K, Any]:
@@ -257,10 +246,6 @@ class View:
     def get(self, key: str | bytes) -> Any:
         """The value of ``key`` (str or bytes, as :meth:`get_many`; None if absent)."""
         return self.get_many([key])[key]
-
-    def has(self, key: str | bytes) -> bool:
-        """Whether ``key`` (str or bytes) has a value."""
-        return self.get(key) is not None
 
     def iterator(
         self,
@@ -292,10 +277,6 @@ class View:
         runs = [_pages(a, ref, hi, page_size) for a, ref in zip(actors, first, strict=True)]
         for kb, raw in heapq.merge(*runs, key=itemgetter(0)):
             yield decode_key(kb), self.codec.decode(raw)
-
-    def items(self) -> Iterator[tuple[str, Any]]:
-        """Every (key, value), ordered by key across all partitions (``iterator()``)."""
-        return self.iterator()
 
     def __len__(self) -> int:
         """The number of keys in the table (one call per view actor)."""
