@@ -92,7 +92,8 @@ NO_RAY_SERVICE = textwrap.dedent(
         while (view.get("user-07"), view.has("user-08")) != (700, False):
             assert time.monotonic() < deadline, "the update did not reach the copy"
             time.sleep(0.02)
-        # the key count is kept with the partition's bookkeeping, a moment after the values
+        # the status (the follower's state and error, the key count) is polled: its thread
+        # updates them apart from the values a reader sees
         while True:
             [status] = view.status()
             if (status.state, status.keys, status.error) == ("running", 49, None):
