@@ -15,8 +15,6 @@ from pathlib import Path
 
 import cloudpickle
 import kafka_helpers
-import pytest
-import ray
 from kafka_helpers import latest_values, produce, read_topic, table_contents, wait_until
 
 from goka_ray import codecs
@@ -33,21 +31,6 @@ NAMESPACE = "goka-ray-tests"
 PARTITIONS = 4
 USERS = [f"user-{u}" for u in range(400)]
 INT = codecs.Int()
-
-
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    # a Ray of its own: without address="local", ray.init joins any cluster started on this
-    # machine (another `ray start --head`) and refuses num_cpus
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
 
 
 def run_once(brokers, graph, topic, config, ends):  # type: ignore[no-untyped-def]

@@ -37,19 +37,6 @@ PARTITIONS = 4
 INT = codecs.Int()
 
 
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def group(kafka, unique, tmp_path, ray_local):  # type: ignore[no-untyped-def]
     topic = f"{unique}-clicks"

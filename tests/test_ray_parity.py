@@ -27,19 +27,6 @@ NAMESPACE = "goka-ray-parity-tests"
 RECOVER_AHEAD = True
 
 
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def setup(kafka, unique, tmp_path, ray_local):  # type: ignore[no-untyped-def]
     processors: list[Processor] = []

@@ -29,21 +29,6 @@ INT = codecs.Int()
 NAMESPACE = "goka-ray-tests"
 
 
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    # a Ray of its own: without address="local", ray.init joins any cluster started on this
-    # machine (another `ray start --head`) and refuses num_cpus
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def group_setup(kafka, unique, tmp_path, ray_local):  # type: ignore[no-untyped-def]
     topic = f"{unique}-clicks"

@@ -50,19 +50,6 @@ def versioned(group: str, topic: str, version: str, table_codec: object = None) 
     return define_group(group, Input(topic, codecs.String(), count), Persist(codec))
 
 
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 @pytest.fixture
 def setup(kafka, unique, tmp_path, ray_local):  # type: ignore[no-untyped-def]
     topic, group = f"{unique}-clicks", f"{unique}-counter"

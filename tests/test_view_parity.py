@@ -38,19 +38,6 @@ INT = codecs.Int()
 RANK = {s: i for i, s in enumerate(("idle", "connecting", "recovering", "running"))}
 
 
-@pytest.fixture(scope="module")
-def ray_local() -> Iterator[None]:
-    ray.init(
-        address="local",
-        num_cpus=2,
-        include_dashboard=False,
-        namespace=NAMESPACE,
-        log_to_driver=False,
-    )
-    yield
-    ray.shutdown()
-
-
 #: the view kinds every view test runs against: actor-served, in-process (memory, LevelDB)
 MODES = ["actors", "memory", "leveldb"]
 
