@@ -4,7 +4,9 @@ It is the only one that decides who owns a partition, and it decides nothing its
 rules live in :class:`~goka_ray.control.policy.CoordinatorPolicy` (a pure state machine), and
 every Ray call in :class:`~goka_ray.actors.group_actors.GroupActors`. The coordinator runs the
 status rounds (every actor asked at once, one deadline), feeds what it saw to the policy, and
-carries out the actions the policy returns, in order.
+carries out the actions the policy returns, in order. A round runs every ``watch_interval``,
+and at once when a partition actor nudges it (a partition recovered and waits for ``go``), so
+a start, move or failover does not wait for the next tick.
 
 Invariants (never two writers, whatever crashes, hangs or restarts, in any order):
 - Epochs survive the coordinator: before it hands out any epoch it restores the group's epoch
@@ -145,6 +147,8 @@ class GroupCoordinator:
         self._topic_warnings: list[str] = []
         self._lock = threading.RLock()
         self._stopping = threading.Event()
+        #: set by :meth:`nudge`: the next status round runs now, not at the next tick
+        self._wake = threading.Event()
         self._watch: threading.Thread | None = None
         if adopting:
             self._adopt(workers, standbys)
@@ -285,7 +289,11 @@ class GroupCoordinator:
     # -- the watch loop -----------------------------------------------------------------------
 
     def _watch_loop(self) -> None:
-        while not self._stopping.wait(self.spec.watch_interval):
+        while not self._stopping.is_set():
+            self._wake.wait(self.spec.watch_interval)
+            self._wake.clear()  # a nudge during the round below brings the next one forward
+            if self._stopping.is_set():
+                return
             try:
                 if self.policy.state in (GroupState.FAILED, GroupState.STOPPED):
                     return
@@ -456,10 +464,17 @@ class GroupCoordinator:
             self._execute(actions)
             return True
 
+    def nudge(self) -> None:
+        """A partition actor has news the policy waits for (a partition recovered and waits
+        for ``go``): the next status round runs at once instead of at the next tick
+        (``watch_interval``). Nudges during a round bring one more round, not one each."""
+        self._wake.set()
+
     def stop(self) -> None:
         """Stop every partition actor gracefully (commit and close), then forget them."""
         with self._lock:
             self._stopping.set()
+            self._wake.set()
             self._execute(self.policy.stop())
             self.actors.save_changes({})
             self.actors.forget_code()

@@ -44,6 +44,7 @@ import cloudpickle
 import ray
 from ray.exceptions import ActorUnavailableError, RayActorError
 
+from goka_ray.actors.classes import remote_class
 from goka_ray.actors.partition import PartitionActor, WorkerSpec
 from goka_ray.control.actions import ActorReport, Reach, Spawn
 from goka_ray.control.admission import NodeCapacity
@@ -224,9 +225,8 @@ class GroupActors:
             )
         elif res.spread:
             options["scheduling_strategy"] = "SPREAD"
-        actor_class: Any = ray.remote(PartitionActor)
-        self._handles[spawn.name] = actor_class.options(**options).remote(
-            self._worker_spec(), spawn.name
+        self._handles[spawn.name] = (
+            remote_class(PartitionActor).options(**options).remote(self._worker_spec(), spawn.name)
         )
 
     def find(self, prefix: str) -> list[str]:

@@ -90,13 +90,15 @@ class _Owned:
         self.stopping = stopping or threading.Event()
         #: called with this record when the runner's thread ends
         self.on_end: Callable[[_Owned], None] | None = None
+        #: called when the runner has recovered and waits for ``go``
+        self.on_recovered: Callable[[], None] | None = None
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"partition-{runner.partition}"
         )
 
     def _run(self) -> None:
         try:
-            self.runner.run(self.go)
+            self.runner.run(self.go, self.on_recovered)
         except BaseException:  # kept in runner.error / runner.state for the coordinator
             pass
         finally:
@@ -135,13 +137,26 @@ class PartitionActor:
                 except Exception:  # metrics must never take a partition down
                     logger.debug("metrics of partition %d failed", p, exc_info=True)
 
-    def _renew(self, partition: int, epoch: int) -> bool:
+    def _coordinator_handle(self) -> Any:
         if self._coordinator is None:
             self._coordinator = ray.get_actor(
                 self.spec.coordinator_name, namespace=self.spec.namespace
             )
+        return self._coordinator
+
+    def _nudge(self) -> None:
+        """Tell the coordinator that a partition recovered: it sends ``go`` in a status round
+        it runs at once, not at its next tick."""
         try:
-            renewal = self._coordinator.renew.remote(partition, epoch, self.name)
+            self._coordinator_handle().nudge.remote()
+        except Exception as exc:  # the next tick finds the partition recovered all the same
+            self._coordinator = None
+            logger.debug("could not nudge the coordinator: %s", exc)
+
+    def _renew(self, partition: int, epoch: int) -> bool:
+        coordinator = self._coordinator_handle()
+        try:
+            renewal = coordinator.renew.remote(partition, epoch, self.name)
             # an answer later than a lease is of no use: the renewal counts from when it was sent
             return bool(ray.get(renewal, timeout=self.spec.lease_duration))
         except Exception:
@@ -172,6 +187,7 @@ class PartitionActor:
             runner, scratch = self._make_runner(partition, epoch, lease, storage)
             owned = _Owned(runner, epoch, lease, scratch, stopping=stopping)
             owned.on_end = self._ended
+            owned.on_recovered = self._nudge
             owned.storage_dir = storage
             self._owned[partition] = owned
             owned.thread.start()

@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -104,6 +105,52 @@ def test_restart_recovers_only_the_changelog_tail(kafka, clicks, tmp_path):
         running.wait_for_offsets(topic, ends)
         assert sum(r.status().recovered for r in running.runners) == tail
     assert table_contents(tmp_path, graph.group, graph.table_topic, PARTITIONS) == truth1 + truth2
+
+
+def test_a_runner_waiting_for_go_reports_its_recovery_once_and_survives_a_failing_report(
+    kafka, clicks, tmp_path
+):
+    """``run(go, recovered)`` calls ``recovered`` once, in state ``recovered``, before it
+    waits; a report that raises is logged and the runner goes on (the coordinator's next tick
+    finds it recovered all the same)."""
+    graph, topic = clicks
+    brokers = kafka.bootstrap_servers
+    truth, ends = produce_clicks(brokers, topic, 400, 40)
+    runners = runners_for(brokers, graph, range(PARTITIONS), tmp_path)
+    go = threading.Event()
+    reports: list[tuple[int, RunnerState]] = []
+
+    def report(runner: PartitionRunner) -> None:
+        reports.append((runner.partition, runner.status().state))
+        if runner.partition == 0:
+            raise RuntimeError("the coordinator is gone")
+
+    threads = [
+        threading.Thread(target=r.run, args=(go, lambda r=r: report(r)), daemon=True)
+        for r in runners
+    ]
+    for t in threads:
+        t.start()
+    try:
+        wait_until(lambda: len(reports) == PARTITIONS, 60, "every runner to report")
+        time.sleep(0.5)  # waiting for go: no second report, nothing processed
+        assert sorted(reports) == [(p, RunnerState.RECOVERED) for p in range(PARTITIONS)]
+        assert sum(r.status().processed for r in runners) == 0
+        go.set()
+        wait_until(
+            lambda: all(
+                r.status().offsets.get(topic, 0) >= ends.get(r.partition, 0) for r in runners
+            ),
+            60,
+            "every runner to process its clicks",
+        )
+    finally:
+        for r in runners:
+            r.stop()
+        for t in threads:
+            t.join(30)
+    assert len(reports) == PARTITIONS
+    assert table_contents(tmp_path, graph.group, graph.table_topic, PARTITIONS) == truth
 
 
 def test_deleted_storage_is_rebuilt_from_the_changelog(kafka, clicks, tmp_path):

@@ -608,12 +608,17 @@ class PartitionRunner:
 
     # -- whole life ---------------------------------------------------------------------------
 
-    def run(self, go: threading.Event | None = None) -> None:
+    def run(
+        self,
+        go: threading.Event | None = None,
+        recovered: Callable[[], None] | None = None,
+    ) -> None:
         """Recover, then process until :meth:`stop`; closes everything on the way out.
 
         With ``go``, the runner recovers, then waits (state ``recovered``) until ``go`` is set
         (a hand-over: the previous owner stops meanwhile), catches up the changelog tail the
-        previous owner wrote, and only then processes.
+        previous owner wrote, and only then processes. ``recovered`` is called once, when it
+        starts to wait (in the runner's thread; its errors are logged, never raised).
         Raises the error that failed the runner (ProcessingError for a callback failure).
         """
         try:
@@ -622,6 +627,13 @@ class PartitionRunner:
                 # waiting for the hand-over (or a standby waiting to be promoted): keep
                 # following the changelog, so the tail left to read after ``go`` stays short
                 self._state = RunnerState.RECOVERED
+                if recovered is not None:
+                    try:
+                        recovered()
+                    except Exception:
+                        logger.warning(
+                            "partition %d: recovered callback failed", self.partition, exc_info=True
+                        )
                 while not go.is_set():
                     if self._stop.is_set():
                         return

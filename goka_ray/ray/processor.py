@@ -113,8 +113,8 @@ class Processor:
         other code, and InsufficientResourcesError if its actors do not fit the cluster's
         free resources (naming what is missing).
         """
-        import ray
 
+        from goka_ray.actors.classes import remote_class
         from goka_ray.actors.coordinator import GroupCoordinator, GroupSpec
         from goka_ray.control.names import coordinator_name
         from goka_ray.kafka.clients import check_client_settings
@@ -139,7 +139,7 @@ class Processor:
             fingerprint=given,
         )
         self._coordinator = (
-            ray.remote(GroupCoordinator)
+            remote_class(GroupCoordinator)
             .options(
                 name=coordinator_name(self.group),
                 namespace=self.config.namespace,

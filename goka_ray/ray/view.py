@@ -81,8 +81,7 @@ class View(TableReads):
 
     def start(self) -> View:
         """Create the view actors, or attach to them if they run already."""
-        import ray
-
+        from goka_ray.actors.classes import remote_class
         from goka_ray.actors.view import ViewActor, ViewSpec
         from goka_ray.kafka.clients import check_client_settings
         from goka_ray.kafka.topics import TopicManager
@@ -106,7 +105,7 @@ class View(TableReads):
         for i, parts in enumerate(plan):
             name = view_actor_name(self.table, i, len(plan))
             actors.append(
-                ray.remote(ViewActor)
+                remote_class(ViewActor)
                 .options(
                     name=name,
                     namespace=self.config.namespace,
