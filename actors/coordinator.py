@@ -5,8 +5,9 @@ rules live in :class:`~goka_ray.control.policy.CoordinatorPolicy` (a pure state 
 every Ray call in :class:`~goka_ray.actors.group_actors.GroupActors`. The coordinator runs the
 status rounds (every actor asked at once, one deadline), feeds what it saw to the policy, and
 carries out the actions the policy returns, in order. A round runs every ``watch_interval``,
-and at once when a partition actor nudges it (a partition recovered and waits for ``go``), so
-a start, move or failover does not wait for the next tick.
+and at once when a partition actor nudges it (a partition recovered and waits for ``go``, or
+started processing), so a start, move or failover, and the status that shows it, does not
+wait for the next tick.
 
 Invariants (never two writers, whatever crashes, hangs or restarts, in any order):
 - Epochs survive the coordinator: before it hands out any epoch it restores the group's epoch
@@ -196,16 +197,20 @@ class GroupCoordinator:
                     raise self._code_changed(given)
                 return self.policy.partitions
             mismatches: list[TopicConfigMismatch] = []
+            created: set[str] = set()
             with TopicManager(self.spec.brokers) as topics:
                 partitions = topics.ensure_group_topics(
-                    self.graph, self.config.group(self.group).topic_config_mismatch, mismatches
+                    self.graph,
+                    self.config.group(self.group).topic_config_mismatch,
+                    mismatches,
+                    created,
                 )
             self._topic_warnings = [m.describe(self.spec.brokers) for m in mismatches]
             self._admit(self.policy.start_demand(partitions), "start")
             self.actors.save_code(self.graph, self.fingerprint)  # recorded before it runs
             self.actors.save_changes({})  # a new start runs the config it was given
             self.policy.totals.clear()
-            self._restore_epochs()
+            self._restore_epochs(changelog=self.graph.table_topic not in created)
             nodes = self._nodes()
             self._execute(self.policy.start(partitions, nodes.alive, nodes.hosts))
             self._start_watch()
@@ -252,10 +257,13 @@ class GroupCoordinator:
             return
         raise InsufficientResourcesError(message)
 
-    def _restore_epochs(self, granted_before: float | None = None) -> None:
-        """Load the epoch record and raise it to the changelog's highest epoch headers."""
+    def _restore_epochs(
+        self, granted_before: float | None = None, *, changelog: bool = True
+    ) -> None:
+        """Load the epoch record and raise it to the changelog's highest epoch headers (not
+        read if ``changelog`` is False: a table topic created a moment ago holds no record)."""
         floors: dict[int, int] = {}
-        if self.graph.persist is not None:
+        if self.graph.persist is not None and changelog:
             floors = changelog_epochs(
                 self.spec.brokers,
                 self.graph.table_topic,
@@ -465,8 +473,8 @@ class GroupCoordinator:
             return True
 
     def nudge(self) -> None:
-        """A partition actor has news the policy waits for (a partition recovered and waits
-        for ``go``): the next status round runs at once instead of at the next tick
+        """A partition actor has news (a partition recovered and waits for ``go``, or started
+        processing): the next status round runs at once instead of at the next tick
         (``watch_interval``). Nudges during a round bring one more round, not one each."""
         self._wake.set()
 

@@ -90,15 +90,15 @@ class _Owned:
         self.stopping = stopping or threading.Event()
         #: called with this record when the runner's thread ends
         self.on_end: Callable[[_Owned], None] | None = None
-        #: called when the runner has recovered and waits for ``go``
-        self.on_recovered: Callable[[], None] | None = None
+        #: called when the runner has recovered and waits for ``go``, and when it runs
+        self.on_state: Callable[[RunnerState], None] | None = None
         self.thread = threading.Thread(
             target=self._run, daemon=True, name=f"partition-{runner.partition}"
         )
 
     def _run(self) -> None:
         try:
-            self.runner.run(self.go, self.on_recovered)
+            self.runner.run(self.go, self.on_state)
         except BaseException:  # kept in runner.error / runner.state for the coordinator
             pass
         finally:
@@ -144,9 +144,9 @@ class PartitionActor:
             )
         return self._coordinator
 
-    def _nudge(self) -> None:
-        """Tell the coordinator that a partition recovered: it sends ``go`` in a status round
-        it runs at once, not at its next tick."""
+    def _nudge(self, state: RunnerState) -> None:
+        """Tell the coordinator that a partition recovered (it sends ``go``) or runs (its
+        status shows it): in a status round it runs at once, not at its next tick."""
         try:
             self._coordinator_handle().nudge.remote()
         except Exception as exc:  # the next tick finds the partition recovered all the same
@@ -187,7 +187,7 @@ class PartitionActor:
             runner, scratch = self._make_runner(partition, epoch, lease, storage)
             owned = _Owned(runner, epoch, lease, scratch, stopping=stopping)
             owned.on_end = self._ended
-            owned.on_recovered = self._nudge
+            owned.on_state = self._nudge
             owned.storage_dir = storage
             self._owned[partition] = owned
             owned.thread.start()

@@ -23,6 +23,7 @@ import time
 BENCHMARKS: dict[str, tuple[str, float]] = {
     "throughput": ("partition runner vs raw confluent-kafka loop; recovery keys/s", 1.5),
     "ray_throughput": ("1, 2, 4 partition actors vs raw loop and Quix Streams", 3.5),
+    "startup": ("a group's start until running vs Ray starting as many empty actors", 1.5),
     "latency": ("end-to-end p50/p99/max vs a raw forwarder, two fetch settings", 3.0),
     "view_latency": ("View.get / get_many(1,000) per view mode vs its floor", 1.5),
     "eos_throughput": ("exactly-once vs at-least-once", 1.5),

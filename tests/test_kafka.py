@@ -24,13 +24,17 @@ def test_group_topics_are_created_with_the_inputs_partition_count(kafka, unique)
     )
     with TopicManager(kafka.bootstrap_servers) as topics:
         topics.ensure_stream(f"{unique}-in", 5)
-        assert topics.ensure_group_topics(graph) == 5
+        created: set[str] = set()
+        assert topics.ensure_group_topics(graph, created=created) == 5
+        assert created == {graph.table_topic, graph.loop_topic, graph.dead_letter_topic}
         assert topics.partitions(graph.table_topic) == 5
         assert topics.partitions(graph.loop_topic) == 5
         assert topics.partitions(graph.dead_letter_topic) == 5
         assert topics.partitions(f"{unique}-nope") is None
-        # idempotent
-        assert topics.ensure_group_topics(graph) == 5
+        # idempotent: nothing is created the second time
+        again: set[str] = set()
+        assert topics.ensure_group_topics(graph, created=again) == 5
+        assert again == set()
 
 
 def test_table_topics_are_compacted(kafka, unique):

@@ -317,9 +317,10 @@ def test_a_table_topic_that_expires_values_is_a_warning_in_the_groups_status(kaf
 
 
 def test_a_recovered_partition_goes_without_waiting_for_the_watch_tick(kafka, group_setup):
-    """A partition actor nudges the coordinator when a partition has recovered: the status
-    round that sends ``go`` runs at once. With a watch tick of 10 minutes, every partition
-    processes only through the nudges (before them, a start waited for the next tick)."""
+    """A partition actor nudges the coordinator when a partition has recovered (the status
+    round that sends ``go`` runs at once) and when it runs (the status shows it). With a watch
+    tick of 10 minutes, every partition processes, and shows as running, only through the
+    nudges (before them, a start waited for the next tick)."""
     from goka_ray.actors.classes import remote_class
     from goka_ray.actors.coordinator import GroupCoordinator, GroupSpec
     from goka_ray.control.names import coordinator_name
@@ -346,6 +347,9 @@ def test_a_recovered_partition_goes_without_waiting_for_the_watch_tick(kafka, gr
         wait_counts(view, truth, timeout=240)  # every partition processed its clicks
         counted_after = time.monotonic() - started
         assert counted_after < 300, "counted only after a watch tick: the nudges did not work"
+        # the status shows them running: the rounds the running partitions asked for
+        status = processor.wait_ready(60)
+        assert [p.state for p in status.partitions] == ["running"] * PARTITIONS
         print(f"\nevery click counted {counted_after:.1f}s after start(), with a 600 s tick")
     finally:
         processor.stop()

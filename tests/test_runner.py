@@ -107,12 +107,12 @@ def test_restart_recovers_only_the_changelog_tail(kafka, clicks, tmp_path):
     assert table_contents(tmp_path, graph.group, graph.table_topic, PARTITIONS) == truth1 + truth2
 
 
-def test_a_runner_waiting_for_go_reports_its_recovery_once_and_survives_a_failing_report(
+def test_a_runner_reports_recovered_then_running_and_survives_a_failing_report(
     kafka, clicks, tmp_path
 ):
-    """``run(go, recovered)`` calls ``recovered`` once, in state ``recovered``, before it
-    waits; a report that raises is logged and the runner goes on (the coordinator's next tick
-    finds it recovered all the same)."""
+    """``run(go, on_state)`` reports ``recovered`` once, before it waits for ``go``, and
+    ``running`` once it processes; a report that raises is logged and the runner goes on (the
+    coordinator's next tick finds the state all the same)."""
     graph, topic = clicks
     brokers = kafka.bootstrap_servers
     truth, ends = produce_clicks(brokers, topic, 400, 40)
@@ -120,13 +120,15 @@ def test_a_runner_waiting_for_go_reports_its_recovery_once_and_survives_a_failin
     go = threading.Event()
     reports: list[tuple[int, RunnerState]] = []
 
-    def report(runner: PartitionRunner) -> None:
-        reports.append((runner.partition, runner.status().state))
-        if runner.partition == 0:
+    def report(partition: int, state: RunnerState) -> None:
+        reports.append((partition, state))
+        if partition == 0:
             raise RuntimeError("the coordinator is gone")
 
     threads = [
-        threading.Thread(target=r.run, args=(go, lambda r=r: report(r)), daemon=True)
+        threading.Thread(
+            target=r.run, args=(go, lambda s, p=r.partition: report(p, s)), daemon=True
+        )
         for r in runners
     ]
     for t in threads:
@@ -149,7 +151,10 @@ def test_a_runner_waiting_for_go_reports_its_recovery_once_and_survives_a_failin
             r.stop()
         for t in threads:
             t.join(30)
-    assert len(reports) == PARTITIONS
+    expected = [
+        (p, s) for p in range(PARTITIONS) for s in (RunnerState.RECOVERED, RunnerState.RUNNING)
+    ]
+    assert sorted(reports, key=lambda r: (r[0], r[1] != RunnerState.RECOVERED)) == expected
     assert table_contents(tmp_path, graph.group, graph.table_topic, PARTITIONS) == truth
 
 

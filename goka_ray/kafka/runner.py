@@ -611,14 +611,16 @@ class PartitionRunner:
     def run(
         self,
         go: threading.Event | None = None,
-        recovered: Callable[[], None] | None = None,
+        on_state: Callable[[RunnerState], None] | None = None,
     ) -> None:
         """Recover, then process until :meth:`stop`; closes everything on the way out.
 
         With ``go``, the runner recovers, then waits (state ``recovered``) until ``go`` is set
         (a hand-over: the previous owner stops meanwhile), catches up the changelog tail the
-        previous owner wrote, and only then processes. ``recovered`` is called once, when it
-        starts to wait (in the runner's thread; its errors are logged, never raised).
+        previous owner wrote, and only then processes.
+        ``on_state`` is called with the state when the runner starts to wait for ``go``
+        (``recovered``) and when it starts processing (``running``), in the runner's thread;
+        its errors are logged, never raised.
         Raises the error that failed the runner (ProcessingError for a callback failure).
         """
         try:
@@ -627,13 +629,7 @@ class PartitionRunner:
                 # waiting for the hand-over (or a standby waiting to be promoted): keep
                 # following the changelog, so the tail left to read after ``go`` stays short
                 self._state = RunnerState.RECOVERED
-                if recovered is not None:
-                    try:
-                        recovered()
-                    except Exception:
-                        logger.warning(
-                            "partition %d: recovered callback failed", self.partition, exc_info=True
-                        )
+                self._tell(on_state)
                 while not go.is_set():
                     if self._stop.is_set():
                         return
@@ -642,6 +638,7 @@ class PartitionRunner:
             if self._stop.is_set():
                 return
             self.start_processing()
+            self._tell(on_state)
             last_lag = 0.0
             while not self._stop.is_set():
                 self.run_once()
@@ -666,6 +663,19 @@ class PartitionRunner:
             raise
         finally:
             self.close()
+
+    def _tell(self, on_state: Callable[[RunnerState], None] | None) -> None:
+        if on_state is None:
+            return
+        try:
+            on_state(self._state)
+        except Exception:
+            logger.warning(
+                "group %s partition %d: the state callback failed",
+                self.group,
+                self.partition,
+                exc_info=True,
+            )
 
     def stop(self) -> None:
         """Ask :meth:`run` to finish the current batch and stop (thread-safe, idempotent)."""

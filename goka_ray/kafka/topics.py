@@ -414,11 +414,13 @@ class TopicManager:
         graph: GroupGraph,
         mismatch: MismatchBehavior = "warn",
         found: list[TopicConfigMismatch] | None = None,
+        created: set[str] | None = None,
     ) -> int:
         """Check inputs, joins and lookups exist; create the group's table, loop and DLQ topics,
         and check the settings of those that existed already (:meth:`check_topic_configs`:
         warn, or ``mismatch="fail"`` raises TopicError); the mismatches warned about are
-        appended to ``found`` when given (a coordinator shows them in the group's status).
+        appended to ``found`` when given (a coordinator shows them in the group's status), and
+        the names of the topics created here to ``created``.
 
         Returns the group's partition count.
         """
@@ -434,16 +436,18 @@ class TopicManager:
                 f"partitions), or set create_topics: true in the group's config (for inputs)"
             )
         partitions = self.check_copartitioned(graph)
-        created = set()
+        made = set()
         if graph.persist is not None and self.ensure_table(graph.table_topic, partitions):
-            created.add(graph.table_topic)
+            made.add(graph.table_topic)
         if graph.loop is not None and self.ensure_stream(graph.loop_topic, partitions):
-            created.add(graph.loop_topic)
+            made.add(graph.loop_topic)
         if graph.uses_dead_letter() and self.ensure_stream(graph.dead_letter_topic, partitions):
-            created.add(graph.dead_letter_topic)
-        mismatches = self.check_topic_configs(graph, mismatch, skip=created)
+            made.add(graph.dead_letter_topic)
+        mismatches = self.check_topic_configs(graph, mismatch, skip=made)
         if found is not None:
             found.extend(mismatches)
+        if created is not None:
+            created.update(made)
         return partitions
 
 
