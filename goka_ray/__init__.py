@@ -48,6 +48,7 @@ from goka_ray.errors import (
     StorageError,
     StorageLocked,
     TopicError,
+    UnavailableError,
     UpgradeError,
 )
 from goka_ray.kafka.emitter import Delivery, Emitter
@@ -113,6 +114,7 @@ __all__ = [
     "Tester",
     "TopicError",
     "TopicManager",
+    "UnavailableError",
     "UpdateContext",
     "UpdateStorage",
     "UpgradeError",

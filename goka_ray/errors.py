@@ -189,6 +189,14 @@ def _record_rejected(
     return RecordRejected(message, topic=topic, key=key, size=size, limit=limit, reason=reason)
 
 
+class UnavailableError(GokaRayError):
+    """A goka-ray actor (a group's coordinator) did not answer because Ray is starting it
+    again (its process or node died). The group itself goes on: its partition actors keep
+    processing and the restarted coordinator adopts them. Raised by a driver's call once its
+    timeout has passed, or at once for a call that changes the group (scale, upgrade, visit),
+    which Ray may or may not have carried out: check the status before repeating it."""
+
+
 class InsufficientResourcesError(GokaRayError):
     """The Ray cluster has not enough free resources for the actors a group would start.
 

@@ -12,7 +12,7 @@ from goka_ray.control.status import Assignment, GroupStatus
 from goka_ray.core.config import Config
 from goka_ray.core.fingerprint import fingerprint
 from goka_ray.core.graph import GroupGraph
-from goka_ray.errors import CodeChangedError, ConfigError, GokaRayError
+from goka_ray.errors import CodeChangedError, ConfigError, GokaRayError, UnavailableError
 from goka_ray.ray import remote
 from goka_ray.ray.cluster import ensure_ray
 
@@ -72,7 +72,7 @@ class Processor:
 
         connect(namespace, address)
         handle = coordinator(group, namespace)
-        info = remote.get(handle.describe.remote(), timeout=30)
+        info = remote.call(handle.describe, timeout=30, what=f"the coordinator of {group!r}")
         self = cls.__new__(cls)
         self.config = info.config
         self.brokers = info.brokers
@@ -88,7 +88,7 @@ class Processor:
         from goka_ray.core.partitioner import partitioner_named
         from goka_ray.ray.view import View
 
-        info = remote.get(self._handle().describe.remote(), timeout=30)
+        info = self._call("describe", timeout=30)
         if info.table is None:
             raise GokaRayError(f"group {self.group!r} has no table (no Persist edge) to view")
         partitioner = partitioner_named(self.config.group(self.group).partitioner)
@@ -96,6 +96,17 @@ class Processor:
             self.brokers, info.table, info.table_codec, self.config, partitioner=partitioner
         )
         return view.start()
+
+    def _call(self, method: str, *args: Any, timeout: float | None, repeatable: bool = True) -> Any:
+        """Call the coordinator's ``method`` (see :func:`goka_ray.ray.remote.call`: a
+        ``repeatable`` call is sent again while Ray restarts the coordinator)."""
+        return remote.call(
+            getattr(self._handle(), method),
+            *args,
+            timeout=timeout,
+            repeatable=repeatable,
+            what=f"the coordinator of group {self.group!r}",
+        )
 
     def _handle(self) -> Any:
         if self._coordinator is None:
@@ -153,9 +164,9 @@ class Processor:
             .remote(spec)
         )
         try:
-            partitions = remote.get(self._coordinator.start.remote(given), timeout=timeout)
-        except CodeChangedError:
-            raise  # the group runs on with its code: keep the coordinator
+            partitions = self._call("start", given, timeout=timeout)  # attaches if it runs
+        except (CodeChangedError, UnavailableError):
+            raise  # the group runs on (with its code): keep the coordinator
         except GokaRayError:
             self._kill_coordinator()
             raise
@@ -164,7 +175,7 @@ class Processor:
     def status(self) -> GroupStatus:
         """State of every partition: state, node, actor, pid, offsets, lag, keys, restarts."""
 
-        status: GroupStatus = remote.get(self._handle().status.remote(), timeout=30)
+        status: GroupStatus = self._call("status", timeout=30)
         return status
 
     def wait_ready(self, timeout: float = 120.0) -> GroupStatus:
@@ -188,7 +199,7 @@ class Processor:
         """Change the group's config live (``actors=4``, ``partitions_per_actor=2``,
         ``num_cpus=1``...): new owners recover first, then the old ones hand over."""
 
-        moved: bool = remote.get(self._handle().scale.remote(changes), timeout=60)
+        moved: bool = self._call("scale", changes, timeout=60, repeatable=False)
         if moved:
             self.config = self.config.with_group(self.group, **changes)
         return moved
@@ -211,7 +222,7 @@ class Processor:
                 "upgrade keeps the group's name"
             )
         given = fingerprint(graph)
-        started: bool = remote.get(self._handle().upgrade.remote(graph, given), timeout=120)
+        started: bool = self._call("upgrade", graph, given, timeout=120, repeatable=False)
         self.graph = graph
         if started and wait:
             self.wait_upgraded(given.short, timeout)
@@ -276,15 +287,19 @@ class Processor:
         had visited stay visited (their changes are committed like any batch).
         """
 
-        visited: int = remote.get(
-            self._handle().visit_all.remote(name, meta, timeout),
+        visited: int = self._call(
+            "visit_all",
+            name,
+            meta,
+            timeout,
             timeout=None if timeout is None else timeout + 60,
+            repeatable=False,
         )
         return visited
 
     def _raise_failure(self) -> None:
 
-        error = remote.get(self._handle().failure.remote(), timeout=30)
+        error = self._call("failure", timeout=30)
         if isinstance(error, BaseException):
             raise error
         raise GokaRayError(f"group {self.group} failed")
@@ -295,7 +310,7 @@ class Processor:
         if self._coordinator is None:
             return
         try:
-            remote.get(self._coordinator.stop.remote(), timeout=120)
+            self._call("stop", timeout=120)
         finally:
             self._kill_coordinator()
 

@@ -7,17 +7,26 @@ actor raised: a goka-ray error exactly as it was raised (type, message, attribut
 ProcessingError's topic/partition/offset/key, and its ``__cause__``); any other exception
 with the remote traceback attached as a note (Python shows notes under the traceback). The
 remote traceback is also logged at DEBUG on ``goka_ray.ray.remote``.
+
+``call`` also covers an actor that Ray is restarting (Ray raises ``ActorUnavailableError``
+while it starts the process again, for a coordinator about 2-4 s): a call that may be
+repeated is asked again until its timeout, any other raises :class:`UnavailableError` at once
+(Ray may or may not have carried it out).
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from typing import Any
 
-from goka_ray.errors import GokaRayError
+from goka_ray.errors import GokaRayError, UnavailableError
 
-__all__ = ["get", "strip_ansi", "unwrap"]
+__all__ = ["call", "get", "strip_ansi", "unwrap"]
+
+#: seconds between two tries of a repeatable call to an actor Ray is restarting
+RETRY_INTERVAL = 0.25
 
 logger = logging.getLogger(__name__)
 
@@ -58,3 +67,39 @@ def get(refs: Any, timeout: float | None = None) -> Any:
     except RayTaskError as exc:
         error = unwrap(exc)
     raise error  # outside the handler: the Ray wrapper is not chained as the context
+
+
+def call(
+    method: Any,
+    *args: Any,
+    timeout: float | None,
+    repeatable: bool = True,
+    what: str = "the actor",
+) -> Any:
+    """``get(method.remote(*args), timeout)`` (``method``: an actor handle's method), raising
+    what the actor raised. While Ray restarts the actor, a ``repeatable`` call (one that
+    reads, or that does the same when done twice) is sent again until ``timeout`` seconds
+    have passed; then, or at once for any other call, UnavailableError names ``what`` and
+    says what to do."""
+    from ray.exceptions import ActorUnavailableError
+
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while True:
+        left = None if deadline is None else max(0.1, deadline - time.monotonic())
+        try:
+            return get(method.remote(*args), timeout=left)
+        except ActorUnavailableError:
+            if repeatable and (deadline is None or time.monotonic() + RETRY_INTERVAL < deadline):
+                time.sleep(RETRY_INTERVAL)
+                continue
+        break
+    if repeatable:
+        raise UnavailableError(
+            f"{what} did not answer within {timeout:g}s: Ray is starting it again (its process "
+            f"or node died). The group goes on meanwhile; try again in a few seconds"
+        )
+    raise UnavailableError(
+        f"{what} was being started again by Ray (its process or node died) when it was "
+        f"called, so the call may or may not have been carried out. Check the group's status "
+        f"(`goka-ray status`), then repeat it if it is still needed"
+    )
