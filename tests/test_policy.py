@@ -445,6 +445,9 @@ def test_after_a_restart_a_hung_owner_is_killed_and_its_partitions_get_new_epoch
     policy, actions = restart(clock, store, old, answers)
     assert Kill(hung) in actions
     assert policy.owner == {2: alive, 3: alive}, "the live owner keeps its partitions"
+    # before its first status round, the new coordinator shows what the adoption round saw
+    shown = policy.status().partitions
+    assert [(p.state, p.epoch) for p in shown[2:]] == [("running", 1)] * 2
     assert policy.renew(2, 1, alive) and policy.renew(3, 1, alive)
     # the orphans go to ONE new actor (the plan), under epochs never used before
     (spawn,) = of(actions, Spawn)

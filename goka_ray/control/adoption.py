@@ -78,6 +78,14 @@ class Adoption:
         for name, (_role, report) in found.items():
             if name in g.actors:
                 actions += self._adopt_statuses(g.actors[name], report.statuses)
+        # the adoption's round is the latest status round: the status shows what the adopted
+        # owners reported until the next one (not ``starting`` for partitions that run)
+        g.last = {
+            (name, st.partition): st
+            for name, (_role, report) in found.items()
+            if name in g.actors
+            for st in report.statuses
+        }
         self._orphan_moves()
         actions += self.standbys.drop_outdated()
         orphans = [p for p in range(partitions) if p not in g.owner and p not in g.moves]
