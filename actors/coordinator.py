@@ -47,6 +47,7 @@ from typing import Any
 
 import ray
 
+from goka_ray.actors.collector import settle_collector
 from goka_ray.actors.group_actors import GroupActors, Nodes
 from goka_ray.actors.partition import LOG_FORMAT, WorkerSpec
 from goka_ray.control.actions import (
@@ -156,6 +157,7 @@ class GroupCoordinator:
         else:
             for name in standbys:  # nothing to stand by for yet: start() places new ones
                 self.actors.kill(name)
+        settle_collector()
 
     # -- set-up -------------------------------------------------------------------------------
 

@@ -32,6 +32,7 @@ from typing import Any
 import ray
 from ray.util import metrics
 
+from goka_ray.actors.collector import settle_collector
 from goka_ray.control.fencing import LEASE_DURATION, Lease
 from goka_ray.control.metrics import METRICS, MetricSink, PartitionMetrics
 from goka_ray.control.status import Assignment, PartitionStatus
@@ -124,6 +125,7 @@ class PartitionActor:
         self._storage_dir = node_storage_dir(spec.storage_dir, self._node_id)
         self._metrics: dict[int, PartitionMetrics] = {}
         self._closed = threading.Event()
+        settle_collector()
         threading.Thread(target=self._report_metrics, daemon=True, name="metrics").start()
 
     def _report_metrics(self) -> None:

@@ -27,6 +27,7 @@ from typing import Any
 
 import ray
 
+from goka_ray.actors.collector import settle_collector
 from goka_ray.core.codecs import Bytes
 from goka_ray.core.key_index import KeyIndex
 from goka_ray.core.storage import MemoryStorage, Storage, WriteBatch
@@ -140,6 +141,7 @@ class ViewActor:
         self._stop = threading.Event()
         self._node_id = ray.get_runtime_context().get_node_id()
         self._thread = threading.Thread(target=self._follow, daemon=True, name="view")
+        settle_collector()
         self._thread.start()
 
     def _follow(self) -> None:

@@ -353,3 +353,33 @@ def test_a_recovered_partition_goes_without_waiting_for_the_watch_tick(kafka, gr
         print(f"\nevery click counted {counted_after:.1f}s after start(), with a 600 s tick")
     finally:
         processor.stop()
+
+
+def test_actor_processes_settle_the_garbage_collector(kafka, group_setup):
+    """Partition actors, the coordinator and view actors freeze their start-up objects and
+    collect young objects every YOUNG_THRESHOLD allocations, not CPython's 700 (a batch in
+    flight made dozens of collections, a third of a partition actor's CPU)."""
+    import gc
+
+    from goka_ray.actors.collector import YOUNG_THRESHOLD
+    from goka_ray.control.names import coordinator_name, view_actor_name
+
+    graph, topic, make, make_view = group_setup
+    truth, _ = produce_clicks(kafka.bootstrap_servers, topic, 400, 40)
+    processor = make()
+    processor.start()
+    status = processor.wait_ready(120)
+    view = make_view().start()
+    wait_counts(view, truth)
+    names = sorted({p.actor_name for p in status.partitions})
+    names += [coordinator_name(graph.group), view_actor_name(graph.table_topic, 0, 1)]
+
+    def collector(_actor: object) -> tuple[int, int]:
+        return gc.get_threshold()[0], gc.get_freeze_count()
+
+    for name in names:
+        handle = ray.get_actor(name, namespace=NAMESPACE)
+        young, frozen = ray.get(handle.__ray_call__.remote(collector), timeout=30)
+        assert young == YOUNG_THRESHOLD, name
+        assert frozen > 1000, name
+    assert gc.get_threshold()[0] != YOUNG_THRESHOLD  # the driver's process is the user's
