@@ -60,6 +60,31 @@ def test_an_empty_changelog_is_recovered_without_waiting_for_a_fetch(kafka, chan
     assert table.offset is None and len(table) == 0
 
 
+def test_an_empty_changelog_is_recovered_without_waiting_for_the_poll_timeout(kafka, changelog):
+    # ListOffsets says every log is empty at the copy's end: recovery returns at once, not
+    # after a poll that waits for records that cannot come. A group's start recovers twice
+    # (before and after its go), so a new group waited two poll timeouts (2 x 0.2 s) per
+    # partition before its first batch.
+    table = TablePartition(changelog, 0, MemoryStorage(), INT)
+    slow = {"fetch.wait.max.ms": 60000, "socket.timeout.ms": 120000}  # fetches held 60 s
+    follower = follower_of(kafka.bootstrap_servers, table, consumer_config=slow, poll_timeout=60.0)
+    done = threading.Event()
+
+    def recover_twice() -> None:
+        follower.recover()
+        follower.recover()  # the catch-up after a hand-over's go
+        done.set()
+
+    try:
+        thread = threading.Thread(target=recover_twice, daemon=True)
+        thread.start()
+        thread.join(50)  # below one poll timeout (and one held fetch) of 60 s
+        assert done.is_set()
+        assert follower.caught_up and follower.state == FollowerState.RUNNING
+    finally:
+        follower.close()
+
+
 def test_a_second_pass_reads_the_tail_written_meanwhile(kafka, changelog):
     brokers = kafka.bootstrap_servers
     table = TablePartition(changelog, 0, MemoryStorage(), INT)

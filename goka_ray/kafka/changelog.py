@@ -314,6 +314,9 @@ class ChangelogFollower:
         try:
             if self._pass_pending:
                 self._begin_pass()
+                if self.caught_up:  # every log empty at the copy's end: no fetch to wait for
+                    self._note_caught_up()
+                    return 0
             return self._step(timeout)
         except BrokerLost as exc:
             self._session_lost(str(exc))
@@ -500,12 +503,17 @@ class ChangelogFollower:
         if now - self._lags_at > LAG_INTERVAL:
             self._lags_at = now
             self._refresh_lags(consumer)
-        if self.state != FollowerState.RUNNING and self.caught_up:
+        if self.caught_up:
+            self._note_caught_up()
+        return applied
+
+    def _note_caught_up(self) -> None:
+        """Every followed partition reached its end: from recovering to following."""
+        if self.state != FollowerState.RUNNING:
             self.state = FollowerState.RUNNING
             self.error = None
             self._delay = BACKOFF_START
-            logger.debug("%s: caught up with %s, following", self.name, sorted(parts))
-        return applied
+            logger.debug("%s: caught up with %s, following", self.name, sorted(self._parts))
 
     def _sort(
         self, messages: list[Any]

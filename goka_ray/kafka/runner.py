@@ -121,8 +121,9 @@ class RunnerConfig:
     #: how often the loop refreshes lag figures (seconds)
     lag_interval: float = 2.0
     #: how long one poll of the changelog waits while a recovered runner waits for ``go``
-    #: (hand-over, standby): it follows the changelog meanwhile, so the tail stays short
-    follow_interval: float = 0.2
+    #: (hand-over, standby): it follows the changelog meanwhile, so the tail stays short; a
+    #: ``go`` is seen at the end of the poll under way, so this is also how late it may be
+    follow_interval: float = 0.05
     #: how long a batch waits for its ``ctx.defer_commit()`` callables before the partition
     #: fails (its offsets are committed only once they are all called)
     deferred_timeout: float = 300.0
