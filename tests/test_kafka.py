@@ -89,3 +89,36 @@ def test_unreachable_broker_fails_fast_naming_the_servers():
         TopicManager(brokers, timeout=2).partitions("x")
     assert time.monotonic() - started < 10
     assert brokers in str(info.value) and "bootstrap.servers" in str(info.value)
+
+
+def test_end_offsets_of_empty_partitions_need_no_fetch_and_others_are_read_to_their_end(
+    kafka, unique, caplog
+):
+    # a fetch of an empty log is held for fetch.wait.max.ms (60 s here): the ends of empty
+    # partitions come from ListOffsets alone, at once; a partition with records is still read
+    # to its end, which the local broker's ListOffsets under-reports for a multi-record batch
+    from kafka_helpers import produce
+
+    from goka_ray.kafka.clients import end_offsets, make_consumer
+
+    brokers = kafka.bootstrap_servers
+    topic = f"{unique}-ends"
+    with TopicManager(brokers) as topics:
+        topics.ensure_stream(topic, 2)
+    consumer = make_consumer(brokers, f"{unique}-probe", config={"fetch.wait.max.ms": 60000})
+    try:
+        started = time.monotonic()
+        assert end_offsets(consumer, [(topic, 0), (topic, 1)]) == {(topic, 0): 0, (topic, 1): 0}
+        assert time.monotonic() - started < 8  # below the 10 s give-up, far below a held fetch
+        assert consumer.assignment() == []
+        written = produce(brokers, topic, [(f"k{i}", b"v") for i in range(40)])
+        full = max(written, key=lambda p: written[p])
+        empty = 1 - full if len(written) == 1 else None
+        ends = end_offsets(consumer, [(topic, p) for p in (0, 1)])
+        assert ends[(topic, full)] == written[full]
+        if empty is not None:
+            assert ends[(topic, empty)] == 0
+        assert consumer.assignment() == []
+    finally:
+        consumer.close()
+    assert "could not confirm the end" not in caplog.text

@@ -160,8 +160,10 @@ def end_offsets(
 
     ListOffsets alone is not trusted (Tansu answers the base offset of the last record batch
     + 1): the consumer is assigned just before the listed end and reads to the end, and the
-    larger of what it read and the fetch response's high watermark is taken. Leaves the
-    consumer unassigned. Partitions the consumer cannot confirm within ``timeout`` keep
+    larger of what it read and the fetch response's high watermark is taken. A partition
+    listed empty (first offset = end) holds no batch to under-report: its end is taken as
+    listed, with no fetch (a fetch of an empty log is held for ``fetch.wait.max.ms``). Leaves
+    the consumer unassigned. Partitions the consumer cannot confirm within ``timeout`` keep
     their listed end.
     """
     wanted = list(dict.fromkeys(partitions))
@@ -176,9 +178,13 @@ def end_offsets(
         except KafkaException as exc:
             raise BrokerError(f"cannot read the end offset of {topic}[{partition}]: {exc}") from exc
         ends[(topic, partition)] = max(high, 0)
-        probes.append(TopicPartition(topic, partition, max(low, high - 1, 0)))
+        if high > low:
+            probes.append(TopicPartition(topic, partition, max(low, high - 1, 0)))
+    if not probes:
+        consumer.unassign()
+        return ends
     consumer.assign(probes)
-    pending = set(ends)
+    pending = {(tp.topic, tp.partition) for tp in probes}
     deadline = time.monotonic() + timeout
     try:
         while pending and time.monotonic() < deadline:
@@ -193,7 +199,7 @@ def end_offsets(
             for key in list(pending):
                 if caught_up(consumer, key[0], key[1], None):
                     pending.discard(key)
-        for topic, partition in wanted:
+        for topic, partition in [(tp.topic, tp.partition) for tp in probes]:
             try:
                 _, high = consumer.get_watermark_offsets(
                     TopicPartition(topic, partition), cached=True
