@@ -298,8 +298,12 @@ class ChangelogFollower:
     def poll(self, timeout: float) -> int:
         """One step: connect if due, apply what arrived within ``timeout`` seconds, check the
         ends and reloads. Returns the records applied. A lost broker ends the session (the
-        next poll after the backoff reconnects); other errors propagate."""
+        next poll after the backoff reconnects); other errors propagate. Following nothing,
+        it waits ``timeout`` as a poll that received nothing would (a caller's loop of polls,
+        e.g. a standby of a group without a table waiting to be promoted, must not spin)."""
         if not self._parts:
+            if timeout > 0:
+                time.sleep(timeout)
             return 0
         if self._consumer is None:
             wait = self._retry_at - time.monotonic()
