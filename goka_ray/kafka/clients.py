@@ -199,14 +199,12 @@ def end_offsets(
             for key in list(pending):
                 if caught_up(consumer, key[0], key[1], None):
                     pending.discard(key)
-        for topic, partition in [(tp.topic, tp.partition) for tp in probes]:
+        for tp in probes:
             try:
-                _, high = consumer.get_watermark_offsets(
-                    TopicPartition(topic, partition), cached=True
-                )
+                _, high = consumer.get_watermark_offsets(tp, cached=True)
             except KafkaException:
                 continue
-            ends[(topic, partition)] = max(ends[(topic, partition)], high)
+            ends[(tp.topic, tp.partition)] = max(ends[(tp.topic, tp.partition)], high)
     finally:
         consumer.unassign()
     if pending:
