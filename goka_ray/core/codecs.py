@@ -90,7 +90,7 @@ class Int:
     """64-bit signed integer, 8 bytes big-endian (Kafka's LongSerializer)."""
 
     def encode(self, value: int) -> bytes:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
             raise encode_error(self, value, "int")
         try:
             return _LONG.pack(value)
@@ -116,7 +116,7 @@ class GokaInt64:
     """
 
     def encode(self, value: int) -> bytes:
-        if not isinstance(value, int) or isinstance(value, bool):
+        if type(value) is not int and (not isinstance(value, int) or isinstance(value, bool)):
             raise encode_error(self, value, "int")
         if not _INT64_MIN <= value <= _INT64_MAX:
             raise encode_error(self, value, "an int in the signed 64-bit range")
@@ -158,7 +158,7 @@ class Bytes:
         return bytes(value)
 
     def decode(self, data: bytes) -> bytes:
-        return bytes(data)
+        return data if type(data) is bytes else bytes(data)  # bytes are immutable: no copy
 
 
 class Json:

@@ -204,7 +204,10 @@ class Context:
 
         Reflects this callback's own ``set_value``/``delete`` and every earlier message.
         """
-        codec = self._core.table_codec("ctx.value()")
+        core = self._core
+        codec = core._table_codec
+        if codec is None:
+            codec = core.table_codec("ctx.value()")  # raises: the group has no table
         key = self._message.key
         if key is None:
             raise self._keyless("ctx.value()")
@@ -212,7 +215,7 @@ class Context:
         if effects.context is not self:
             raise self._stale("ctx.value()")
         write = effects.write
-        raw = self._core.read_own(key) if write is None else write.value
+        raw = core.read_own(key) if write is None else write.value
         return None if raw is None else codec.decode(raw)
 
     def set_value(self, value: Any, headers: Mapping[str, str | bytes] | None = None) -> None:
@@ -221,7 +224,10 @@ class Context:
         ``headers`` go on the changelog record, over the processor's default headers. Only the
         last write of a key in a batch reaches the changelog, with its own headers.
         """
-        codec = self._core.table_codec("ctx.set_value()")
+        core = self._core
+        codec = core._table_codec
+        if codec is None:
+            codec = core.table_codec("ctx.set_value()")  # raises: the group has no table
         key = self._message.key
         if key is None:
             raise self._keyless("ctx.set_value()")
@@ -234,7 +240,8 @@ class Context:
         effects = self._effects
         if effects.context is not self:
             raise self._stale("ctx.set_value()")
-        effects.write = _record(TableWrite, (key, data, self._core.outgoing_headers(headers)))
+        pairs = core.outgoing_headers(headers) if headers or core.default_headers else None
+        effects.write = _record(TableWrite, (key, data, pairs))
 
     def delete(self, headers: Mapping[str, str | bytes] | None = None) -> None:
         """Remove this message's key from the group table (a tombstone in the changelog).
