@@ -21,6 +21,7 @@ import time
 
 #: name -> (what it measures against what, about how many minutes it takes)
 BENCHMARKS: dict[str, tuple[str, float]] = {
+    "core_cpu": ("CPU per message of the partition core vs a plain counting loop", 0.5),
     "throughput": ("partition runner vs raw confluent-kafka loop; recovery keys/s", 1.5),
     "ray_throughput": ("1, 2, 4 partition actors vs raw loop and Quix Streams", 3.5),
     "startup": ("a group's start until running vs Ray starting as many empty actors", 1.5),
