@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import enum
 import math
 import struct
 from typing import Any
 
+import numpy
 import pytest
 
 from goka_ray import Codec, CodecError, codecs
@@ -163,6 +165,22 @@ def test_encoding_a_wrong_value_raises_codec_error_saying_what_was_expected(
     assert str(info.value).startswith(f"{type(codec).__name__} codec cannot encode")
 
 
+class Level(enum.IntEnum):
+    HIGH = 7
+
+
+@pytest.mark.parametrize("codec", [codecs.Int(), codecs.GokaInt64()], ids=["Int", "GokaInt64"])
+def test_int_codecs_encode_an_int_subclass_as_its_number_and_refuse_bools_and_numpy_ints(
+    codec: Codec,
+) -> None:
+    assert codec.encode(Level.HIGH) == codec.encode(7)
+    decoded = codec.decode(codec.encode(Level.HIGH))
+    assert decoded == 7 and type(decoded) is int
+    for wrong in (True, False, numpy.int64(7), numpy.uint8(7)):
+        with pytest.raises(CodecError, match="expected int"):
+            codec.encode(wrong)
+
+
 def test_json_encode_error_for_a_circular_structure() -> None:
     loop: list[object] = []
     loop.append(loop)
@@ -238,6 +256,22 @@ def test_json_decode_of_absurdly_deep_nesting_is_a_codec_error() -> None:
 
 def test_bytes_decodes_anything() -> None:
     assert codecs.Bytes().decode(b"\xff\x00") == b"\xff\x00"
+
+
+class Tagged(bytes):
+    """A bytes subclass, as a user's own Kafka client might hand over."""
+
+
+def test_bytes_decodes_any_buffer_to_plain_immutable_bytes() -> None:
+    buffer = bytearray(b"ab")
+    decoded = codecs.Bytes().decode(buffer)  # type: ignore[arg-type]
+    buffer[0] = ord("z")  # the caller reuses its buffer: the decoded value must not change
+    assert decoded == b"ab" and type(decoded) is bytes
+    window = memoryview(b"xcdx")[1:3]
+    assert codecs.Bytes().decode(window) == b"cd"  # type: ignore[arg-type]
+    assert type(codecs.Bytes().decode(window)) is bytes  # type: ignore[arg-type]
+    assert type(codecs.Bytes().decode(Tagged(b"t"))) is bytes
+    assert codecs.Bytes().decode(Tagged(b"t")) == b"t"
 
 
 # -- as_codec ------------------------------------------------------------------------------
