@@ -226,6 +226,56 @@ def test_a_delete_of_an_earlier_message_in_the_batch_reads_as_none() -> None:
     assert seen == [1, None, 5]
 
 
+def test_set_value_with_empty_headers_writes_no_headers_or_only_the_defaults() -> None:
+    graph = table_graph(lambda ctx, m: ctx.set_value(1, headers={}))
+    result = run(graph, message())
+    assert result.table_headers == {} and result.changelog()[0].headers is None
+    result = run(graph, message(), default_headers={"app": "x"})
+    assert result.changelog()[0].headers == [("app", b"x")]
+
+
+class EmptyLooking:
+    """A user's JSON codec that is falsy, as a container of no items is."""
+
+    def __len__(self) -> int:
+        return 0
+
+    def encode(self, value: Any) -> bytes:
+        return JSON.encode(value)
+
+    def decode(self, data: bytes) -> Any:
+        return JSON.decode(data)
+
+
+class FalseLooking(EmptyLooking):
+    def __bool__(self) -> bool:
+        return False
+
+
+@pytest.mark.parametrize("codec", [EmptyLooking(), FalseLooking()], ids=lambda c: type(c).__name__)
+def test_a_falsy_codec_object_is_the_group_tables_codec_all_the_same(codec: Any) -> None:
+    seen: list[Any] = []
+
+    def step(ctx: Context, m: str) -> None:
+        seen.append(ctx.value())
+        if m == "del":
+            ctx.delete()
+        else:
+            ctx.set_value({"m": m})
+
+    storage = MemoryStorage()
+    storage.set(b"k", JSON.encode({"m": "old"}))
+    result = run(
+        table_graph(step, codec),
+        message(value="new"),
+        message(value="del", offset=1),
+        message(value="again", offset=2),
+        storage=storage,
+    )
+    assert seen == [{"m": "old"}, {"m": "new"}, None]
+    assert result.table_writes == {b"k": JSON.encode({"m": "again"})}
+
+
 def test_value_returns_a_fresh_copy_so_mutating_it_changes_nothing() -> None:
     seen: list[Any] = []
 
