@@ -446,6 +446,24 @@ def test_the_last_write_of_a_key_in_a_batch_keeps_its_own_headers() -> None:
     assert result.table_headers == {b"a": [("n", b"3")]}
 
 
+def test_the_last_write_keeps_its_own_headers_also_when_its_callback_emits() -> None:
+    def write(ctx: Context, n: int) -> None:
+        if n == 1:
+            ctx.set_value(n, headers={"n": "1"})
+        else:
+            ctx.set_value(n)
+            ctx.emit("out", ctx.key, n)
+
+    g = define_group("h", Input("nums", INT, write), Persist(INT), Output("out", INT))
+    result = PartitionCore(g, 0).process([num("a", 1, 0), num("a", 2, 1)])
+    assert result.table_headers == {}
+    assert [(m.key, m.value, m.headers) for m in result.changelog()] == [
+        (b"a", INT.encode(2), None)
+    ]
+    result = PartitionCore(g, 0).process([num("a", 2, 0), num("a", 1, 1)])
+    assert result.table_headers == {b"a": [("n", b"1")]}
+
+
 def test_default_headers_go_under_per_call_headers_on_every_outgoing_message() -> None:
     core = PartitionCore(headers_graph(), 0, default_headers={"app": "billing", "kind": b"default"})
     result = core.process([num("a", 1, 0)])

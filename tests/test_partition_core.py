@@ -239,6 +239,25 @@ def test_a_message_of_a_topic_the_group_does_not_consume_fails_the_batch() -> No
     assert result.positions == {("nums", 0): 1}
 
 
+@pytest.mark.parametrize(
+    "stop",
+    [msg("k", b"bad", 2), msg(None, INT.encode(1), 2), msg("k", INT.encode(1), 2, topic="other")],
+    ids=["undecodable", "keyless", "unconsumed topic"],
+)
+def test_a_batch_that_stops_early_counts_the_messages_before_the_stop(stop: InputMessage) -> None:
+    c = core(null_key="fail")
+    result = c.process([num("a", 1, 0), num("b", 2, 1), stop, num("c", 3, 3)])
+    assert result.failure is not None and result.failure.offset == 2
+    assert result.positions == {("nums", 0): 2}
+    assert (result.processed, result.table_writes) == (
+        2,
+        {b"a": INT.encode(1), b"b": INT.encode(2)},
+    )
+    assert (c.stats.processed, c.stats.table_writes, c.stats.emitted) == (2, 2, 2)
+    c.process([num("c", 3, 3)])
+    assert c.stats.processed == 3
+
+
 def test_processing_error_keeps_its_coordinates_through_pickling() -> None:
     failure = core().process([num("b", -1, 3)]).failure
     copy = pickle.loads(pickle.dumps(failure))
