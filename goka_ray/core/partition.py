@@ -327,9 +327,6 @@ class PartitionCore:
         streams = self._streams
         room = self._room
         effects = self._effects
-        pending = self._pending
-        table_writes = result.table_writes
-        table_headers = result.table_headers
         processed = 0
         for msg in messages:
             stream = streams.get(msg.topic)
@@ -339,7 +336,7 @@ class PartitionCore:
                 )
                 break
             if msg.key is not None:
-                key: str | None = msg.key.decode("utf-8", "surrogateescape")  # decode_key
+                key: str | None = decode_key(msg.key)
             elif stream.null_key == "process":
                 key = None
             else:
@@ -392,17 +389,7 @@ class PartitionCore:
                         break
                     positions[(msg.topic, msg.partition)] = msg.offset + 1
                     continue
-            # what _take does, inlined for the common case (a write without headers)
-            if write is not None and write.headers is None and not effects.emits:
-                effects.context = None
-                kb = write.key
-                pending[kb] = table_writes[kb] = write.value
-                if table_headers and kb in table_headers:
-                    del table_headers[kb]
-                if effects.deferred:
-                    result.deferred.extend(effects.deferred)
-            else:
-                self._take(effects, result)
+            self._take(effects, result)
             positions[(msg.topic, msg.partition)] = msg.offset + 1
             processed += 1
         result.stats.processed += processed
